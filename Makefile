@@ -1,0 +1,38 @@
+# The two newcomer commands: `make run` (set up + the default job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# No telemetry or analytics from any tool, here or in CI.
+export KEDRO_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export KEDRO_LOGGING_CONFIG := $(CURDIR)/conf/logging.yml
+
+.PHONY: setup run test test-all benchmark clean-data
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/kedro run
+
+test: setup
+	$(BIN)/python -m pytest
+
+# The slow and real-data tests that CI skips.
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+benchmark: setup
+	$(BIN)/python benchmarks/ingestion.py
+
+clean-data:
+	find data -mindepth 2 ! -name .gitkeep -delete

@@ -1,0 +1,1 @@
+"""Leak-aware labelled/unlabelled/val/test splitting."""

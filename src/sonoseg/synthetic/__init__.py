@@ -1,0 +1,1 @@
+"""Synthetic fetal-ultrasound generator: the embedded default data source."""

@@ -1,0 +1,1 @@
+"""Great Expectations suites over the manifest, and pixel-level checks."""
