@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export KEDRO_LOGGING_CONFIG := $(CURDIR)/conf/logging.yml
 
-.PHONY: setup run test test-all benchmark clean-data
+.PHONY: setup run test test-all repro benchmark clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: setup
 # The slow and real-data tests that CI skips.
 test-all: setup
 	$(BIN)/python -m pytest -m "slow or not slow"
+
+# The DVC stages (dvc.yaml) with the venv's kedro on PATH.
+repro: setup
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/dvc repro
 
 benchmark: setup
 	$(BIN)/python benchmarks/ingestion.py

@@ -18,16 +18,13 @@ class CredentialsHook:
 
     @hook_impl
     def after_catalog_created(self, catalog: Any, conf_creds: dict[str, Any]) -> None:
-        credentials = dict(conf_creds or {})
-        catalog["s3_settings"] = MemoryDataset(
-            _LazyS3Settings(credentials.get("s3"), dict(os.environ)), copy_mode="assign"
-        )
+        catalog["s3_settings"] = MemoryDataset(_LazyS3Settings(dict(conf_creds or {}), dict(os.environ)), copy_mode="assign")
 
 
 class _LazyS3Settings:
     """Resolves the S3 settings on first use, so runs without S3 never need credentials."""
 
-    def __init__(self, credentials: dict[str, Any] | None, environ: dict[str, str]) -> None:
+    def __init__(self, credentials: dict[str, Any], environ: dict[str, str]) -> None:
         self._credentials = credentials
         self._environ = environ
 

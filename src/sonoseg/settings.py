@@ -9,7 +9,7 @@ HOOKS = (CredentialsHook(),)
 
 # kedro-mlflow is installed for the training pipeline; it must not open runs for the data pipelines
 # until that pipeline configures it (conf/base/mlflow.yml).
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow",)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow",)  # its distribution name
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

@@ -139,11 +139,18 @@ def test_clean_manifest_passes_and_covers_every_concern():
 BROKEN = [
     pytest.param({"labels": "0,1,7"}, "labels", {}, id="label-outside-declared-set"),
     pytest.param({"labels": ""}, "labels", {}, id="mask-without-labels"),
-    pytest.param({"fraction_1": 0.99, "fg_fraction": 0.5}, "fraction_1", {}, id="class-fraction-too-large"),
-    pytest.param({"fraction_2": 0.2}, "fraction_2", {"fraction_bounds": {2: (0.0, 0.15)}}, id="per-class-bounds"),
-    pytest.param({"fg_fraction": 0.97, "fraction_1": 0.5}, "fg_fraction", {}, id="foreground-fraction"),
+    pytest.param({"fraction_1": 0.99, "fg_fraction": 0.5}, "fraction_1", {}, id="class-fraction"),
+    pytest.param(
+        {"fraction_2": 0.2}, "fraction_2", {"fraction_bounds": {2: (0.0, 0.15)}}, id="class-bounds"
+    ),
+    pytest.param({"fg_fraction": 0.97, "fraction_1": 0.5}, "fg_fraction", {}, id="fg-fraction"),
     pytest.param({"nonfinite_count": 12}, "nonfinite_count", {}, id="nan-pixels"),
-    pytest.param({"intensity_std": 0.0, "intensity_min": 7.0, "intensity_max": 7.0}, "intensity_std", {}, id="constant-image"),
+    pytest.param(
+        {"intensity_std": 0.0, "intensity_min": 7.0, "intensity_max": 7.0},
+        "intensity_std",
+        {},
+        id="constant-image",
+    ),
     pytest.param({"spacing_row_mm": 0.0}, "spacing_row_mm", {}, id="zero-spacing"),
     pytest.param({"spacing_col_mm": -0.2}, "spacing_col_mm", {}, id="negative-spacing"),
     pytest.param({"mask_width": 81}, "mask_width", {}, id="mask-size-mismatch"),
@@ -231,7 +238,8 @@ def test_rows_without_mask_pass_when_masks_are_not_required():
 
 
 def test_a_row_failing_several_expectations_gets_several_reasons():
-    outcome = run(make_manifest(s5={"dtype": "float64", "height": 4, "mask_height": 4, "nonfinite_count": 3}))
+    broken = {"dtype": "float64", "height": 4, "mask_height": 4, "nonfinite_count": 3}
+    outcome = run(make_manifest(s5=broken))
 
     assert [sid for sid, _ in outcome.row_failures] == ["s5", "s5", "s5"]
     reasons = " | ".join(r for _, r in outcome.row_failures)
@@ -240,14 +248,17 @@ def test_a_row_failing_several_expectations_gets_several_reasons():
 
 
 def test_duplicate_and_null_sample_ids():
-    df = make_manifest(s3={"sample_id": "s1"}, s5={"sample_id": None})
+    df = make_manifest(s3={"sample_id": "s1"}, s5={"sample_id": None, "dtype": "int8"})
 
     outcome = run(df)
 
-    assert ("s1" in {sid for sid, _ in outcome.row_failures}) and len(outcome.row_failures) == 1
-    assert "sample_id 's1' is not unique" in outcome.row_failures[0][1]
-    assert len(outcome.table_failures) == 1
+    assert len(outcome.row_failures) == 1
+    assert outcome.row_failures[0][0] == "s1"
+    assert "sample_id 's1' is not unique: 2 rows share it" in outcome.row_failures[0][1]
+    # a row without an id cannot be keyed: its failures are table failures
+    assert len(outcome.table_failures) == 2
     assert "sample_id is null in 1 row" in outcome.table_failures[0]
+    assert "null sample_id" in outcome.table_failures[1] and "dtype 'int8'" in outcome.table_failures[1]
 
 
 def test_missing_required_column_is_a_table_failure_naming_it():
@@ -261,7 +272,12 @@ def test_missing_required_column_is_a_table_failure_naming_it():
     assert any("'fg_fraction'" in t for t in outcome.table_failures)
     assert any("'fraction_2'" in t for t in outcome.table_failures)
     # the checks on the absent columns are left out rather than erroring
-    columns = {c for e in outcome.expectations for c in e["columns"] if e["type"] != "expect_table_columns_to_match_set"}
+    columns = {
+        c
+        for e in outcome.expectations
+        if e["type"] != "expect_table_columns_to_match_set"
+        for c in e["columns"]
+    }
     assert "fg_fraction" not in columns and "fraction_1" in columns
 
 
@@ -287,7 +303,11 @@ def test_data_docs_are_built_under_docs_dir_only(tmp_path, monkeypatch):
     index = outcome.data_docs_index.read_text(encoding="utf-8")
     assert SUITE_NAME in index
     pages = list((docs / "validations").rglob("*.html"))
-    assert len(pages) == 1 and SUITE_NAME in pages[0].read_text(encoding="utf-8")
+    assert len(pages) == 1
+    page = pages[0].read_text(encoding="utf-8")
+    assert SUITE_NAME in page and "0,1,7" in page  # the failing value is on the result page
+    suite_page = (docs / "expectations" / f"{SUITE_NAME}.html").read_text(encoding="utf-8")
+    assert "leak across splits" in suite_page  # the expectations' notes (why) are rendered
     assert list(cwd.iterdir()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "reports"]
     assert [sid for sid, _ in outcome.row_failures] == ["s3"]
@@ -339,6 +359,7 @@ def test_spec_from_params_rejects_unknown_keys():
         {"intensity_range": [10, 0]},
         {"min_side": 0},
         {"allowed_dtypes": "uint8"},
+        {"require_masks": "false"},
     ],
 )
 def test_spec_rejects_bad_values(params):

@@ -144,6 +144,8 @@ def ingest(
     from tqdm.auto import tqdm
 
     scan = reader.scan()
+    for folder in ("images", "masks"):  # both exist even when a source has no masks: DVC tracks them
+        (store.root / folder).mkdir(parents=True, exist_ok=True)
     rejected = list(extra_rejected) + list(scan.rejected)
     rows = []
     for ref in tqdm(scan.refs, desc=f"ingest {reader.name}", unit="sample", disable=not progress):

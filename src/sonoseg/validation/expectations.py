@@ -15,9 +15,10 @@ import logging
 import math
 import re
 import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -160,8 +161,14 @@ class ManifestSpec:
         set_(self, "max_side", max_side)
         set_(self, "intensity_range", _pair(self.intensity_range, "intensity_range"))
         set_(self, "fraction_bounds", dict(sorted(bounds.items())))
-        set_(self, "default_fraction_bounds", _pair(self.default_fraction_bounds, "default_fraction_bounds"))
+        set_(
+            self,
+            "default_fraction_bounds",
+            _pair(self.default_fraction_bounds, "default_fraction_bounds"),
+        )
         set_(self, "fg_fraction_bounds", _pair(self.fg_fraction_bounds, "fg_fraction_bounds"))
+        if self.require_masks not in (True, False):  # e.g. the string "false" from a CLI
+            raise ValueError(f"require_masks must be true or false, got {self.require_masks!r}")
         set_(self, "require_masks", bool(self.require_masks))
 
     @property
@@ -209,9 +216,10 @@ class SuiteOutcome:
 
     success: bool
     row_failures: list[tuple[str, str]]
-    """(sample_id, human reason naming the column, the value and the expectation)."""
+    """(sample_id, human reason naming the column, the value and the expectation); every id is a
+    non-null ``sample_id`` of the manifest (a failing row without one becomes a table failure)."""
     table_failures: list[str]
-    """Failures that are not about one row (missing columns, null ids, expectations that errored)."""
+    """Failures not about one row: missing columns, null ids, expectations that errored."""
     expectations: list[dict]
     """One summary per expectation: concern, type, column(s), success, unexpected_count."""
     data_docs_index: Path | None
@@ -263,8 +271,11 @@ class _Check:
     concern: str
     expectation: Expectation
     reason: Callable[[dict], str] | None = None
-    """Builds the reason from one ``unexpected_index_list`` entry; None for table-level checks."""
+    """Words one ``unexpected_index_list`` entry; None for the kinds below that are not "rows"."""
     columns: tuple[str, ...] = ()
+    kind: str = "rows"
+    """How a failure is reported: "rows" (one reason per entry), "unique" (later copies only),
+    "null_ids" (a table failure: a null id cannot name its row), "columns" (missing columns)."""
 
 
 def _between_reason(column: str, lo: float | None, hi: float | None, what: str) -> Callable:
@@ -281,7 +292,14 @@ def _between_reason(column: str, lo: float | None, hi: float | None, what: str) 
     return reason
 
 
-def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, str]) -> list[_Check]:
+def _why(concern: str, why: str, **extra: Any) -> dict[str, Any]:
+    """``meta`` and ``notes`` kwargs of one expectation: the concern and why it matters."""
+    return {"meta": {"concern": concern, "notes": why, **extra}, "notes": why}
+
+
+def _build_checks(
+    spec: ManifestSpec, present: set[str], image_of: Mapping[str, str]
+) -> list[_Check]:
     """The suite as a list of checks; column checks whose column is absent are left out."""
     gx = _import_gx()
     from great_expectations.expectations.row_conditions import Column
@@ -290,40 +308,48 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
     checks: list[_Check] = []
     with_mask = Column("has_mask") == True  # noqa: E712 - builds a GX condition, not a bool
 
-    def add(concern: str, expectation: Any, reason: Callable | None, *columns: str) -> None:
+    def add(
+        concern: str, expectation: Any, reason: Callable | None, *columns: str, kind: str = "rows"
+    ) -> None:
         missing = [c for c in columns if c not in present]
         if missing:
-            logger.info("skipping %s on %s: column(s) %s absent", type(expectation).__name__, columns, missing)
+            name = type(expectation).__name__
+            logger.info("skipping %s on %s: column(s) %s absent", name, columns, missing)
             return
-        checks.append(_Check(concern, expectation, reason, columns))
+        checks.append(_Check(concern, expectation, reason, columns, kind))
 
-    required = spec.required_columns
+    # columns present (table level)
     add(
         "columns_present",
         E.ExpectTableColumnsToMatchSet(
-            column_set=required,
+            column_set=spec.required_columns,
             exact_match=False,
-            meta={"concern": "columns_present", "why": "downstream nodes read every one of these columns"},
+            **_why("columns_present", "downstream nodes read every one of these columns"),
         ),
         None,
+        kind="columns",
     )
 
     # sample_id
     add(
         "sample_id",
         E.ExpectColumnValuesToNotBeNull(
-            column="sample_id", meta={"concern": "sample_id", "why": "sample_id keys splits, caches and reports"}
+            column="sample_id",
+            **_why("sample_id", "sample_id keys the splits, caches and reports"),
         ),
-        None,  # a null id cannot name its row: reported as a table failure
+        None,
         "sample_id",
+        kind="null_ids",
     )
     add(
         "sample_id",
         E.ExpectColumnValuesToBeUnique(
-            column="sample_id", meta={"concern": "sample_id", "why": "two samples with one id would overwrite each other"}
+            column="sample_id",
+            **_why("sample_id", "two samples with one id would overwrite each other"),
         ),
-        lambda e: f"sample_id {e.get('sample_id')!r} is not unique (expect_column_values_to_be_unique)",
+        None,
         "sample_id",
+        kind="unique",
     )
 
     # shape and dtype
@@ -334,7 +360,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
                 column=col,
                 min_value=spec.min_side,
                 max_value=spec.max_side,
-                meta={"concern": "shape", "why": "images too small to crop or too large to fit in memory"},
+                **_why("shape", "images too small to crop or too large to fit in memory"),
             ),
             _between_reason(col, spec.min_side, spec.max_side, "image side limits"),
             col,
@@ -344,11 +370,11 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
         E.ExpectColumnValuesToBeInSet(
             column="dtype",
             value_set=list(spec.allowed_dtypes),
-            meta={"concern": "dtype", "why": "the loaders and intensity normalisation support only these dtypes"},
+            **_why("dtype", "the loaders and intensity normalisation support only these dtypes"),
         ),
         lambda e: (
-            f"dtype {e.get('dtype')!r} is not one of the allowed dtypes {list(spec.allowed_dtypes)} "
-            "(expect_column_values_to_be_in_set)"
+            f"dtype {e.get('dtype')!r} is not one of the allowed dtypes "
+            f"{list(spec.allowed_dtypes)} (expect_column_values_to_be_in_set)"
         ),
         "dtype",
     )
@@ -360,7 +386,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
         E.ExpectColumnValuesToBeBetween(
             column="intensity_min",
             min_value=lo,
-            meta={"concern": "intensity_range", "why": "pixels below the expected range point to a bad decode"},
+            **_why("intensity_range", "pixels below the expected range point to a bad decode"),
         ),
         _between_reason("intensity_min", lo, None, "intensity range"),
         "intensity_min",
@@ -370,7 +396,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
         E.ExpectColumnValuesToBeBetween(
             column="intensity_max",
             max_value=hi,
-            meta={"concern": "intensity_range", "why": "pixels above the expected range point to a bad decode"},
+            **_why("intensity_range", "pixels above the expected range point to a bad decode"),
         ),
         _between_reason("intensity_max", None, hi, "intensity range"),
         "intensity_max",
@@ -381,11 +407,11 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             column="nonfinite_count",
             min_value=0,
             max_value=0,
-            meta={"concern": "nonfinite", "why": "NaN/inf pixels poison normalisation and the loss"},
+            **_why("nonfinite", "NaN/inf pixels poison normalisation and the loss"),
         ),
         lambda e: (
-            f"nonfinite_count {_num(e.get('nonfinite_count'))} is not 0: the image has NaN/inf pixels "
-            "(expect_column_values_to_be_between)"
+            f"nonfinite_count {_num(e.get('nonfinite_count'))} is not 0: the image has NaN/inf "
+            "pixels (expect_column_values_to_be_between)"
         ),
         "nonfinite_count",
     )
@@ -395,7 +421,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             column="intensity_std",
             min_value=0,
             strict_min=True,
-            meta={"concern": "constant_image", "why": "a constant image carries no signal (blank or failed export)"},
+            **_why("constant_image", "a constant image carries no signal (blank or failed export)"),
         ),
         lambda e: (
             f"intensity_std {_num(e.get('intensity_std'))} is not > 0: the image is constant "
@@ -404,7 +430,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
         "intensity_std",
     )
 
-    # labels
+    # label set: a comma-joined list of declared labels, checked only where there is a mask
     declared = sorted(spec.classes)
     alternation = "|".join(re.escape(str(k)) for k in declared)
     label_regex = rf"^(?:{alternation})(?:,(?:{alternation}))*$"
@@ -426,33 +452,34 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             column="labels",
             regex=label_regex,
             row_condition=with_mask,
-            meta={
-                "concern": "label_set",
-                "why": "a mask label outside the declared classes would be trained as the wrong class",
-                "declared_classes": {str(k): v for k, v in spec.classes.items()},
-            },
+            **_why(
+                "label_set",
+                "a mask label outside the declared classes would be trained as the wrong class",
+                declared_classes={str(k): v for k, v in spec.classes.items()},
+            ),
         ),
         label_reason,
         "labels",
         "has_mask",
     )
 
-    # foreground fractions
+    # foreground fractions (NaN where there is no mask: GX counts it as missing, not unexpected)
     for k in spec.foreground_classes:
         col = f"fraction_{k}"
         flo, fhi = spec.bounds_for(k)
+        name = spec.classes[k]
         add(
             "fraction_bounds",
             E.ExpectColumnValuesToBeBetween(
                 column=col,
                 min_value=flo,
                 max_value=fhi,
-                meta={
-                    "concern": "fraction_bounds",
-                    "why": f"an implausible area for class {k} ({spec.classes[k]}) hints at a wrong or inverted mask",
-                },
+                **_why(
+                    "fraction_bounds",
+                    f"an implausible area of class {k} ({name}) hints at a wrong or inverted mask",
+                ),
             ),
-            _between_reason(col, flo, fhi, f"fraction bounds of class {k} ({spec.classes[k]})"),
+            _between_reason(col, flo, fhi, f"fraction bounds of class {k} ({name})"),
             col,
         )
     glo, ghi = spec.fg_fraction_bounds
@@ -462,21 +489,22 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             column="fg_fraction",
             min_value=glo,
             max_value=ghi,
-            meta={"concern": "fraction_bounds", "why": "a mask that is almost all foreground is likely inverted"},
+            **_why("fraction_bounds", "a mask that is almost all foreground is likely inverted"),
         ),
         _between_reason("fg_fraction", glo, ghi, "foreground fraction bounds"),
         "fg_fraction",
     )
 
-    # exact duplicates: the reason is written in _row_failures, which needs every copy
+    # exact duplicates
     add(
         "duplicates",
         E.ExpectColumnValuesToBeUnique(
             column="sha256",
-            meta={"concern": "duplicates", "why": "identical pixels in two samples leak across splits"},
+            **_why("duplicates", "identical pixels in two samples leak across splits"),
         ),
-        lambda e: f"sha256 {e.get('sha256')!r} is duplicated (expect_column_values_to_be_unique)",
+        None,
         "sha256",
+        kind="unique",
     )
 
     # pairing
@@ -486,8 +514,8 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             sid = e.get("sample_id")
             image = image_of.get(sid) if isinstance(sid, str) else None
             return (
-                f"has_mask is {_num(e.get('has_mask'))}: image {image!r} has no mask but require_masks "
-                "wants every image paired (expect_column_values_to_be_in_set)"
+                f"has_mask is {_num(e.get('has_mask'))}: image {image!r} has no mask but "
+                "require_masks wants every image paired (expect_column_values_to_be_in_set)"
             )
 
         add(
@@ -495,7 +523,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
             E.ExpectColumnValuesToBeInSet(
                 column="has_mask",
                 value_set=[True],
-                meta={"concern": "pairing", "why": "require_masks: supervised training needs every image paired"},
+                **_why("pairing", "require_masks: supervised training needs every image paired"),
             ),
             no_mask_reason,
             "has_mask",
@@ -516,7 +544,7 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
                 column_A=mask_col,
                 column_B=img_col,
                 row_condition=with_mask,
-                meta={"concern": "pairing", "why": "a mask must cover its image pixel for pixel"},
+                **_why("pairing", "a mask must cover its image pixel for pixel"),
             ),
             size_reason,
             mask_col,
@@ -532,9 +560,11 @@ def _build_checks(spec: ManifestSpec, present: set[str], image_of: Mapping[str, 
                 column=col,
                 min_value=0,
                 strict_min=True,
-                meta={"concern": "spacing", "why": "pixel spacing must be positive where known (NaN = unknown)"},
+                **_why("spacing", "pixel spacing must be positive where known (NaN = unknown)"),
             ),
-            lambda e, col=col: f"{col} {_num(e.get(col))} is not positive (expect_column_values_to_be_between)",
+            lambda e, col=col: (
+                f"{col} {_num(e.get(col))} is not positive (expect_column_values_to_be_between)"
+            ),
             col,
         )
     return checks
@@ -608,7 +638,8 @@ def _later_copies(entries: list[dict], column: str) -> list[tuple[dict, str]]:
     """For a uniqueness failure: each copy after the first (by sample_id), with the first's id."""
     groups: dict[str, list[dict]] = {}
     for entry in entries:
-        groups.setdefault(str(entry.get(column)) if isinstance(entry, dict) else "", []).append(entry)
+        key = str(entry.get(column)) if isinstance(entry, dict) else ""
+        groups.setdefault(key, []).append(entry)
     out = []
     for group in groups.values():
         ordered = sorted(group, key=_sid)
@@ -617,29 +648,27 @@ def _later_copies(entries: list[dict], column: str) -> list[tuple[dict, str]]:
     return out
 
 
-def _row_failures(check: _Check, entries: list, result: dict) -> tuple[list[tuple[str, str]], list[str]]:
-    """(sample_id, reason) rows and table failures for one failed expectation."""
-    col = check.columns[0] if check.columns else ""
-    if check.concern == "sample_id" and check.reason is None:
-        count = result.get("unexpected_count", len(entries))
-        return [], [f"sample_id is null in {count} row(s) (expect_column_values_to_not_be_null)"]
-    if check.concern in ("duplicates", "sample_id"):
+def _row_failures(check: _Check, entries: list) -> list[tuple[str, str]]:
+    """(sample_id, reason) for the rows of one failed expectation."""
+    if check.kind == "unique":
+        col = check.columns[0]
         rows = []
-        copies = _later_copies(entries, col)
-        for entry, first in copies:
+        for entry, first in _later_copies(entries, col):
             value = entry.get(col) if isinstance(entry, dict) else None
             if col == "sha256":
                 text = f"sha256 {str(value)[:16]}… duplicates sample {first!r}: identical pixels"
             else:
                 count = sum(1 for e in entries if isinstance(e, dict) and e.get(col) == value)
-                text = f"sample_id {value!r} is not unique: {count} rows share it"
+                text = f"{col} {value!r} is not unique: {count} rows share it"
             rows.append((_sid(entry), f"{text} (expect_column_values_to_be_unique)"))
-        return rows, []
+        return rows
     assert check.reason is not None
-    return [(_sid(e), check.reason(e if isinstance(e, dict) else {})) for e in entries], []
+    return [(_sid(e), check.reason(e if isinstance(e, dict) else {})) for e in entries]
 
 
-def run_manifest_suite(manifest: pd.DataFrame, spec: ManifestSpec, docs_dir: Path | None) -> SuiteOutcome:
+def run_manifest_suite(
+    manifest: pd.DataFrame, spec: ManifestSpec, docs_dir: Path | None
+) -> SuiteOutcome:
     """Validate ``manifest`` against ``spec``; build Data Docs under ``docs_dir`` when given.
 
     Returns the per-row and table failures GX found, a summary per expectation, and the Data
@@ -660,7 +689,8 @@ def run_manifest_suite(manifest: pd.DataFrame, spec: ManifestSpec, docs_dir: Pat
     checks = _build_checks(spec, present, image_of)
     suite = gx.ExpectationSuite(
         name=SUITE_NAME,
-        meta={"notes": "sonoseg manifest checks: one expectation per concern", "classes": {str(k): v for k, v in spec.classes.items()}},
+        notes="sonoseg manifest checks: one expectation per concern (see each expectation's notes)",
+        meta={"classes": {str(k): v for k, v in spec.classes.items()}},
     )
     for check in checks:
         suite.add_expectation(check.expectation)
@@ -678,7 +708,9 @@ def run_manifest_suite(manifest: pd.DataFrame, spec: ManifestSpec, docs_dir: Pat
         result_format["unexpected_index_column_names"] = ["sample_id"]
     actions = []
     if docs_root is not None:
-        actions.append(gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME]))
+        actions.append(
+            gx.checkpoint.UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])
+        )
     checkpoint = context.checkpoints.add(
         gx.Checkpoint(
             name="manifest_checkpoint",
@@ -718,23 +750,30 @@ def run_manifest_suite(manifest: pd.DataFrame, spec: ManifestSpec, docs_dir: Pat
             continue
         where = ", ".join(check.columns) or "table"
         if messages:
-            table_failures.append(f"{config.type} on {where} could not be evaluated: {'; '.join(messages)}")
-            continue
-        if check.reason is None and check.concern == "columns_present":
+            table_failures.append(
+                f"{config.type} on {where} could not be evaluated: {'; '.join(messages)}"
+            )
+        elif check.kind == "columns":
             missing = result.get("details", {}).get("mismatched", {}).get("missing", [])
             table_failures.extend(
-                f"missing required column {name!r} (expect_table_columns_to_match_set)" for name in missing
+                f"missing required column {name!r} (expect_table_columns_to_match_set)"
+                for name in missing
             )
             if not missing:
                 table_failures.append(f"{config.type} failed: {result}")
-            continue
-        entries = result.get("unexpected_index_list")
-        if entries is None:
+        elif check.kind == "null_ids":
+            count = result.get("unexpected_count")
+            table_failures.append(
+                f"sample_id is null in {count} row(s) (expect_column_values_to_not_be_null)"
+            )
+        elif result.get("unexpected_index_list") is None:
             table_failures.append(f"{config.type} on {where} failed without row details: {result}")
-            continue
-        rows, tables = _row_failures(check, list(entries), result)
-        row_failures.extend(rows)
-        table_failures.extend(tables)
+        else:
+            for sid, reason in _row_failures(check, list(result["unexpected_index_list"])):
+                if sid.startswith("<"):  # no usable sample_id: cannot be keyed by row
+                    table_failures.append(f"{sid}: {reason}")
+                else:
+                    row_failures.append((sid, reason))
 
     index = None
     if docs_root is not None:

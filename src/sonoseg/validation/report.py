@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from sonoseg.io.samples import SampleError
 from sonoseg.io.store import SampleStore
 from sonoseg.validation.expectations import ManifestSpec, run_manifest_suite
 from sonoseg.validation.pixel_checks import check_stored_sample
@@ -111,3 +113,27 @@ def enforce_policy(result: ValidationResult, policy: str) -> None:
 def classes_from_info(dataset_info: Mapping) -> dict[int, str]:
     """The declared classes as written by ingestion (JSON keys are strings)."""
     return {int(k): v for k, v in dataset_info["classes"].items()}
+
+
+def preview_figure(result: ValidationResult, manifest: pd.DataFrame, store: SampleStore, per_group: int = 8):
+    """Mask overlays of accepted samples (evenly spread) and of quarantined ones, captioned with the
+    reason: the quickest way to see whether masks sit on the anatomy and why samples were refused."""
+    from sonoseg.evaluation.plots import overlay_montage
+
+    def panel(row, caption: str):
+        try:
+            image = store.load(row.image_path)
+            mask = store.load(row.mask_path) if isinstance(row.mask_path, str) else None
+        except SampleError as err:
+            return np.zeros((8, 8), np.float32), None, f"{caption}\n(not decodable: {err.reason[:40]})"
+        return image, mask if mask is not None and mask.shape == image.shape else None, caption
+
+    accepted = result.accepted
+    picks = accepted.iloc[np.linspace(0, len(accepted) - 1, min(per_group, len(accepted))).astype(int)] if len(accepted) else accepted
+    panels = [panel(row, f"{row.sample_id}") for row in picks.itertuples(index=False)]
+    bad = result.quarantine.dropna(subset=["sample_id"]).head(per_group)
+    rows_by_id = manifest.set_index("sample_id")
+    for item in bad.itertuples(index=False):
+        row = rows_by_id.loc[item.sample_id]
+        panels.append(panel(row, f"QUARANTINED {item.sample_id}: {item.reason[:60]}"))
+    return overlay_montage(panels, title=f"{len(accepted)} accepted, {len(bad)} quarantined shown")

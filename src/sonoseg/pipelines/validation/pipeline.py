@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 validate_manifest,
                 inputs=["manifest", "rejected_files", "dataset_info", "params:validation", "params:ingestion.store_dir"],
-                outputs=["validation_report", "quarantine", "validated_manifest"],
+                outputs=["validation_report", "quarantine", "validated_manifest", "validation_preview"],
                 name="validate_manifest",
             )
         ]

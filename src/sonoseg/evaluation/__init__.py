@@ -1,0 +1,1 @@
+"""Metrics, biometry, plots and reports."""

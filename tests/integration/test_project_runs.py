@@ -1,0 +1,124 @@
+"""Whole-project runs through the real CLIs: `kedro run` (default job, environments, credentials from
+conf/local) and `dvc repro` in a temporary git repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from support.kedro_runs import PROJECT_ROOT
+from support.layouts import write_psfhs
+
+SMALL_SYNTHETIC = (
+    "ingestion.synthetic.n_images=24,ingestion.synthetic.generator.size=64,"
+    "ingestion.progress=false,validation.progress=false"
+)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the project's configuration and code, so runs write nowhere in the checkout."""
+    root = tmp_path / "project"
+    root.mkdir()
+    for name in ("pyproject.toml", "dvc.yaml"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials.yml"))
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for layer in ("01_raw", "02_intermediate", "03_primary", "08_reporting"):
+        (root / "data" / layer).mkdir(parents=True)
+    return root
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "KEDRO_LOGGING_CONFIG": str(cwd / "conf" / "logging.yml"), **(env or {})}
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"
+    result = subprocess.run(args, cwd=cwd, env=environment, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def kedro(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run_cli([sys.executable, "-m", "kedro", *args], cwd, env)
+
+
+def test_default_kedro_run_produces_the_data_half(project):
+    kedro("run", "--params", SMALL_SYNTHETIC, cwd=project)
+    manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
+    splits = pd.read_csv(project / "data/03_primary/splits.csv")
+    assert len(manifest) == 24 and set(splits["sample_id"]) == set(manifest["sample_id"])
+    assert (project / "data/08_reporting/validation.json").is_file()
+    assert (project / "data/08_reporting/quarantine.csv").is_file()
+    assert (project / "data/08_reporting/gx_data_docs/index.html").is_file()
+    assert (project / "data/08_reporting/validation_preview.png").stat().st_size > 10_000
+
+
+def test_environment_presets_the_source_and_params_point_anywhere(project, tmp_path):
+    write_psfhs(tmp_path / "psfhs", n=3)
+    kedro("run", "--env", "psfhs", "--pipelines", "ingestion", "--params", f"ingestion.path={tmp_path / 'psfhs'}", cwd=project)
+    manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
+    assert manifest["source"].unique().tolist() == ["psfhs"] and len(manifest) == 3
+    # soft merge: the environment changed source and path only; the store kept its base location
+    assert (project / "data/02_intermediate/images").is_dir()
+
+
+def test_s3_credentials_come_from_conf_local_and_never_reach_logs_or_outputs(project, tmp_path, moto_s3):
+    write_psfhs(tmp_path / "psfhs", n=2)
+    client = moto_s3.client()
+    client.create_bucket(Bucket="integration")
+    for path in sorted((tmp_path / "psfhs").rglob("*.mha")):
+        client.upload_file(str(path), "integration", f"raw/{path.relative_to(tmp_path / 'psfhs').as_posix()}")
+    secret = moto_s3.aws_secret_access_key
+    (project / "conf/local/credentials.yml").write_text(
+        "s3:\n"
+        f"  aws_access_key_id: {moto_s3.aws_access_key_id}\n"
+        f"  aws_secret_access_key: {secret}\n"
+        f"  endpoint_url: {moto_s3.endpoint_url}\n"
+        f"  region_name: {moto_s3.region_name}\n"
+    )
+    clean_env = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    params = "ingestion.source=s3,ingestion.path=s3://integration/raw,ingestion.s3.layout=psfhs"
+    result = kedro("run", "--pipelines", "ingestion", "--params", params, cwd=project, env=clean_env)
+    manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
+    assert len(manifest) == 2
+    assert secret not in result.stdout + result.stderr
+    for path in (project / "data").rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv", ".parquet", ".yml", ".log"):
+            assert secret.encode() not in path.read_bytes(), path
+
+
+def test_s3_without_credentials_fails_with_the_fix_in_the_message(project):
+    env = {k: "" for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    args = [sys.executable, "-m", "kedro", "run", "--pipelines", "ingestion", "--params",
+            "ingestion.source=s3,ingestion.path=s3://bucket/raw"]  # fmt: skip
+    result = subprocess.run(args, cwd=project, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "No S3 credentials were found" in result.stdout + result.stderr
+    assert "conf/local/credentials.yml" in result.stdout + result.stderr
+
+
+def test_dvc_repro_runs_the_stages_then_only_what_changed(project):
+    params_file = project / "conf/base/parameters_ingestion.yml"
+    text = params_file.read_text().replace("n_images: 320", "n_images: 24").replace("size: 128", "size: 64")
+    params_file.write_text(text.replace("progress: true", "progress: false"))
+    run_cli(["git", "init", "-q"], project)
+    run_cli(["dvc", "init", "-q"], project)
+
+    first = run_cli(["dvc", "repro"], project)
+    for stage in ("ingestion", "validation", "splitting"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert (project / "data/03_primary/splits.csv").is_file()
+    assert (project / "dvc.lock").is_file()
+
+    second = run_cli(["dvc", "repro"], project)
+    assert "Running stage" not in second.stdout
+
+    splitting_params = project / "conf/base/parameters_splitting.yml"
+    splitting_params.write_text(splitting_params.read_text().replace("seed: 0", "seed: 1"))
+    third = run_cli(["dvc", "repro"], project)
+    assert "Running stage 'splitting'" in third.stdout
+    assert "Running stage 'ingestion'" not in third.stdout and "Running stage 'validation'" not in third.stdout
