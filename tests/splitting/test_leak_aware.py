@@ -11,6 +11,7 @@ import pytest
 from sonoseg.splitting.leak_aware import (
     SplitConfig,
     assign_splits,
+    consecutive_pairs,
     cross_split_similarity,
     group_samples,
     image_signatures,
@@ -43,6 +44,14 @@ def test_groups_join_subjects_and_near_duplicates_transitively():
     assert groups[1] == groups[3] == groups[4] == "b"  # named after the smallest member
     assert len(set(groups)) == 2
     assert group_samples(ids, subjects, None, None) == ["s1", "b", "s1", "d", "e"]
+
+
+def test_consecutive_frames_link_at_the_lower_neighbour_threshold():
+    ids = ["p-0007", "p-0008", "p-0010", "q-0009"]
+    assert consecutive_pairs(ids) == [(0, 1)]  # 0010 is two apart; q- is another prefix
+    sig = np.array([[1, 0], [0.8, 0.6], [0.8, 0.6], [0.8, 0.6]], np.float32)  # 0.8 to the first
+    assert group_samples(ids, [None] * 4, sig, threshold=0.95, neighbour_threshold=0.7)[:2] == ["p-0007", "p-0007"]
+    assert group_samples(ids, [None] * 4, sig, threshold=0.95, neighbour_threshold=0.85)[:2] == ["p-0007", "p-0008"]
 
 
 def table_of(n: int, with_class_2_every: int = 1) -> pd.DataFrame:
@@ -80,6 +89,14 @@ def test_split_is_stable_when_samples_are_appended():
     assert after.iloc[:300].equals(before)
 
 
+def test_balanced_strategy_meets_the_fractions_to_within_one_group():
+    table = table_of(300)  # 100 groups of 3
+    split = assign_splits(table, SplitConfig(val_fraction=0.15, test_fraction=0.15, strategy="balanced"), ["fraction_1"])
+    assert abs((split == "test").sum() - 45) <= 3 and abs((split == "val").sum() - 45) <= 3
+    side = split.map(lambda s: "train" if s in ("labelled", "unlabelled") else s)
+    assert (side.groupby(table["group_id"]).nunique() == 1).all()
+
+
 def test_every_present_class_gets_a_labelled_sample_even_at_a_tiny_ratio():
     table = table_of(60, with_class_2_every=29)  # class 2 in only 3 samples
     split = assign_splits(table, SplitConfig(label_ratio=0.001, val_fraction=0.1, test_fraction=0.1), ["fraction_1", "fraction_2"])
@@ -103,7 +120,7 @@ def test_cross_split_similarity_finds_the_worst_pair():
     assert leak["val/test"]["max_similarity"] == 0.0
 
 
-@pytest.mark.parametrize("bad", [{"label_ratio": 1.5}, {"val_fraction": 0.6, "test_fraction": 0.5}, {"similarity_threshold": 2}])
+@pytest.mark.parametrize("bad", [{"label_ratio": 1.5}, {"val_fraction": 0.6, "test_fraction": 0.5}, {"similarity_threshold": 2}, {"strategy": "random"}])
 def test_bad_config_names_the_parameter(bad):
     with pytest.raises(ValueError, match="splitting"):
         SplitConfig(**bad)
@@ -129,7 +146,7 @@ def test_real_psfhs_split_is_deterministic_and_leak_free_at_the_threshold():
     table = pd.DataFrame(
         {
             "sample_id": ids,
-            "group_id": group_samples(ids, [None] * len(ids), sig, config.similarity_threshold),
+            "group_id": group_samples(ids, [None] * len(ids), sig, config.similarity_threshold, config.neighbour_threshold),
             "has_mask": True,
             "fraction_1": [float((s.mask == 1).mean()) for s in samples],
             "fraction_2": [float((s.mask == 2).mean()) for s in samples],

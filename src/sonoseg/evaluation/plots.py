@@ -19,7 +19,7 @@ def overlay_montage(panels: Sequence[tuple[np.ndarray, np.ndarray | None, str]],
     import matplotlib.pyplot as plt
 
     rows = max(1, -(-len(panels) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.5 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     if not panels:
@@ -34,6 +34,29 @@ def overlay_montage(panels: Sequence[tuple[np.ndarray, np.ndarray | None, str]],
                 overlay[mask == label] = LABEL_COLOURS[(int(label) - 1) % len(LABEL_COLOURS)]
             ax.imshow(overlay)
         ax.set_title(caption, fontsize=7, wrap=True)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout(h_pad=1.5)
+    return figure
+
+
+def learning_curves(history: Sequence[dict[str, float]], val_history: Sequence[dict[str, float]], title: str = ""):
+    """Training loss terms per iteration (left) and val Dice per validation (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (loss_ax, val_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    if history:
+        steps = [h["iteration"] for h in history]
+        for key in (k for k in history[0] if k not in ("iteration", "lr")):
+            loss_ax.plot(steps, [h.get(key, np.nan) for h in history], label=key, linewidth=1)
+        loss_ax.legend(fontsize=7)
+    loss_ax.set(xlabel="iteration", ylabel="loss", title="training losses", yscale="symlog")
+    if val_history:
+        val_ax.plot([v["iteration"] for v in val_history], [v["val_dice"] for v in val_history], marker="o")
+    val_ax.set(xlabel="iteration", ylabel="Dice", title="val Dice (foreground mean)", ylim=(0, 1))
     if title:
         figure.suptitle(title)
     figure.tight_layout()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,9 +36,15 @@ class SplitConfig:
         val_fraction: expected share of samples (by group) in val.
         test_fraction: expected share of samples (by group) in test.
         seed: hash seed; another seed gives another, equally deterministic split.
-        similarity_threshold: link two images whose thumbnail Pearson correlation reaches this value;
-            None groups by subject only.
+        similarity_threshold: link any two images whose thumbnail Pearson correlation reaches this
+            value; None groups by subject only.
+        neighbour_threshold: link consecutive frames (same source, ids one apart, as PSFHS numbers
+            the frames of an exam) whose correlation reaches this lower value; None disables it.
         signature_size: side of the thumbnail used for similarity, in pixels.
+        strategy: ``stable`` puts a group in test/val when its hash draw falls below the fractions, so
+            appended samples never move existing ones, but the shares vary with few groups;
+            ``balanced`` fills test then val in hash order up to the fractions (exact to within one
+            group), at the price of append stability.
     """
 
     label_ratio: float = 0.05
@@ -45,7 +52,9 @@ class SplitConfig:
     test_fraction: float = 0.15
     seed: int = 0
     similarity_threshold: float | None = 0.9
+    neighbour_threshold: float | None = 0.75
     signature_size: int = 64
+    strategy: str = "stable"
 
     def __post_init__(self) -> None:
         for name in ("label_ratio", "val_fraction", "test_fraction"):
@@ -56,8 +65,12 @@ class SplitConfig:
                 f"splitting.val_fraction + test_fraction must be < 1 to leave training data, "
                 f"got {self.val_fraction} + {self.test_fraction}"
             )
-        if self.similarity_threshold is not None and not -1.0 < self.similarity_threshold <= 1.0:
-            raise ValueError(f"splitting.similarity_threshold must be in (-1, 1] or null, got {self.similarity_threshold}")
+        for name in ("similarity_threshold", "neighbour_threshold"):
+            value = getattr(self, name)
+            if value is not None and not -1.0 < value <= 1.0:
+                raise ValueError(f"splitting.{name} must be in (-1, 1] or null, got {value}")
+        if self.strategy not in ("stable", "balanced"):
+            raise ValueError(f"splitting.strategy must be 'stable' or 'balanced', got '{self.strategy}'")
         if self.signature_size < 4:
             raise ValueError(f"splitting.signature_size must be >= 4, got {self.signature_size}")
 
@@ -102,12 +115,30 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
+_TRAILING_NUMBER = re.compile(r"^(.*?)(\d+)$")
+
+
+def consecutive_pairs(sample_ids: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs of samples whose ids share a prefix and end in numbers one apart (frame runs)."""
+    position = {}
+    for i, sample_id in enumerate(sample_ids):
+        match = _TRAILING_NUMBER.match(sample_id)
+        if match:
+            position[(match[1], int(match[2]))] = i
+    return [(i, position[(prefix, number + 1)]) for (prefix, number), i in position.items() if (prefix, number + 1) in position]
+
+
 def group_samples(
-    sample_ids: Sequence[str], subject_ids: Sequence[str | None], signatures: np.ndarray | None, threshold: float | None
+    sample_ids: Sequence[str],
+    subject_ids: Sequence[str | None],
+    signatures: np.ndarray | None,
+    threshold: float | None,
+    neighbour_threshold: float | None = None,
 ) -> list[str]:
-    """A group id per sample: samples that share a subject, or whose images correlate at or above
-    ``threshold``, share a group. A group is named after its subject when it has exactly one, else
-    after its smallest sample id, so names survive appends."""
+    """A group id per sample: samples that share a subject, whose images correlate at or above
+    ``threshold``, or that are consecutive frames correlating at or above ``neighbour_threshold``,
+    share a group. A group is named after its subject when it has exactly one, else after its
+    smallest sample id, so names survive appends."""
     n = len(sample_ids)
     forest = _UnionFind(n)
     first_of_subject: dict[str, int] = {}
@@ -117,6 +148,10 @@ def group_samples(
     if signatures is not None and threshold is not None:
         for i, j in _similar_pairs(signatures, threshold):
             forest.union(i, j)
+    if signatures is not None and neighbour_threshold is not None:
+        for i, j in consecutive_pairs(sample_ids):
+            if float(signatures[i] @ signatures[j]) >= neighbour_threshold:
+                forest.union(i, j)
     members: dict[int, list[int]] = {}
     for i in range(n):
         members.setdefault(forest.find(i), []).append(i)
@@ -146,6 +181,11 @@ def assign_splits(table: pd.DataFrame, config: SplitConfig, class_columns: Seque
             at least one labelled sample.
     """
     group_draw = table["group_id"].map(lambda g: unit_hash(config.seed, "group", g))
+    if config.strategy == "balanced":  # replace each draw by the sample share of the groups before it
+        sizes = table.groupby("group_id").size()
+        order = group_draw.groupby(table["group_id"]).first().sort_values(kind="stable").index
+        share_before = (sizes[order].cumsum() - sizes[order]) / len(table)
+        group_draw = table["group_id"].map(share_before)
     split = pd.Series("unlabelled", index=table.index, dtype=object)
     split[group_draw < config.test_fraction + config.val_fraction] = "val"
     split[group_draw < config.test_fraction] = "test"

@@ -4,7 +4,8 @@ The generator imitates images like the PSFHS data set (labels: 0 background, 1 p
 2 fetal head). Every image is produced independently from its index, so a data set of any length
 can be streamed, accessed at random and reproduced bit for bit:
 
-* index ``i`` belongs to subject ``i // frames_per_subject`` and is frame ``i % frames_per_subject``;
+* index ``i`` belongs to subject ``i // frames_per_subject`` and is frame
+  ``i % frames_per_subject``;
 * the anatomy of a subject (shapes, positions, echo texture, distractor arcs, skull drop-out) is
   drawn from ``numpy.random.default_rng([seed, subject])``;
 * each frame adds a small pose jitter, its own time-gain-compensation error and fresh speckle drawn
@@ -21,8 +22,10 @@ Image formation, in order (each step is one small function below):
    reflectivity above (:func:`_shadow_transmission`);
 4. speckle: complex Gaussian scatterers scaled by the echogenicity, convolved with a depth
    dependent point-spread function (a blend of two or three Gaussian blurs,
-   :func:`_convolve_psf`), then the envelope (:func:`_speckle_envelope`): Rayleigh amplitude, or Nakagami (Gamma intensity of
-   shape ``m``) via a quantile transform (:func:`_nakagami_log_intensity`);
+   :func:`_convolve_psf`), then the envelope (:func:`_speckle_envelope`): Rayleigh amplitude,
+   or Nakagami (Gamma intensity of shape ``m``) via a quantile transform
+   (:func:`_nakagami_log_intensity`); a slow per-subject tissue variation multiplies the echo
+   first (:func:`_tissue_texture`);
 5. depth attenuation ``exp(-alpha * depth)`` with an imperfect time-gain compensation: a slightly
    wrong ``alpha`` and a smooth random gain ripple (:func:`_depth_gain_db`);
 6. log compression to the device dynamic range and mapping to ``uint8``
@@ -40,6 +43,7 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -82,14 +86,14 @@ _LATERAL_SPACING_PX = 2.0  # beam spacing at the far arc, pixels (scan lines get
 _AXIAL_SPACING_PX = 1.25  # depth-sample spacing, pixels
 
 # Echogenicity levels in dB relative to soft tissue (amplitude 1).
-_DB_HEAD_INTERIOR = -13.0
+_DB_HEAD_INTERIOR = -10.0
 _DB_BLOB = (-8.0, -3.0)
 _DB_MIDLINE = 3.0
-_DB_PS_FILL = 5.0
-_DB_PS_CORTEX = 11.0
+_DB_PS_FILL = 9.0
+_DB_PS_CORTEX = 15.0
 _DB_RIM_SIDE = 9.0  # skull rim hit tangentially by the beam
 _DB_RIM_NORMAL = 27.0  # skull rim hit perpendicularly by the beam
-_DB_ARC = (9.0, 16.0)  # unlabelled distractor arcs
+_DB_ARC = (10.0, 18.0)  # unlabelled distractor arcs
 _SPECULAR_POWER = 3.0
 _RIM_THICKNESS = 0.022  # of the image size
 _PS_CORTEX_BONE = 0.5  # bone reflectivity of the pubic cortex (the skull rim is up to 1)
@@ -105,12 +109,13 @@ _JITTER_ROT_DEG = 1.5
 _JITTER_SCALE = 0.01
 _SECTOR_MARGIN = 0.02  # placement keeps the structures this far inside the sector (fraction)
 _STRUCTURE_GAP = 0.03  # placement keeps this gap between head and symphysis (fraction)
-_PLACEMENT_CANDIDATES = 32
-_PS_CENTRE_BOX = (0.2, 0.45, 0.15, 0.42)  # x0, x1, y0, y1 (fractions of the size)
-_PS_ANGLE = (15.0, 15.0)  # mean, sd of the major-axis rotation, degrees
-_FH_CENTRE_BOX = (0.45, 0.7, 0.5, 0.72)
-_FH_ANGLE = (0.0, 30.0)
-_ELLIPSE_CHECK_POINTS = 48
+_HEAD_CANDIDATES = 24
+_PS_CANDIDATES = 48
+_FH_CENTRE_BOX = (0.42, 0.72, 0.45, 0.78)  # x0, x1, y0, y1 (fractions of the size)
+_FH_ANGLE = (0.0, 30.0)  # mean, sd of the major-axis rotation, degrees
+_PS_CENTRE_BOX = (0.1, 0.5, 0.08, 0.5)
+_PS_ANGLE = (15.0, 25.0)
+_ELLIPSE_CHECK_POINTS = 40
 _RIM_SEGMENTS = 48
 _TEXTURE_NEPERS = 0.25  # sd of the slow tissue-echogenicity variation (ln amplitude)
 
@@ -203,13 +208,13 @@ DEVICE_PRESETS: dict[str, DevicePreset] = {
         DevicePreset(
             name="legacy_blurry",
             sector_angle_deg=70.0,
-            axial_psf=1.7,
-            lateral_psf=2.8,
+            axial_psf=1.5,
+            lateral_psf=2.4,
             focal_depth=0.45,
-            focal_range=0.25,
+            focal_range=0.28,
             speckle_model="nakagami",
             nakagami_m=1.6,
-            dynamic_range_db=50.0,
+            dynamic_range_db=54.0,
             attenuation_np=1.8,
             tgc_ripple_db=2.5,
         ),
@@ -221,8 +226,8 @@ DEVICE_PRESETS: dict[str, DevicePreset] = {
             focal_depth=0.4,
             focal_range=0.3,
             speckle_model="nakagami",
-            nakagami_m=0.75,
-            dynamic_range_db=48.0,
+            nakagami_m=0.85,
+            dynamic_range_db=52.0,
             attenuation_np=2.0,
             tgc_ripple_db=3.0,
         ),
@@ -274,7 +279,7 @@ class SyntheticConfig:
         _check_int("size", self.size, minimum=32)
         _check_int("seed", self.seed, minimum=0)
         _check_int("frames_per_subject", self.frames_per_subject, minimum=1)
-        if self.device not in DEVICE_PRESETS:
+        if not isinstance(self.device, str) or self.device not in DEVICE_PRESETS:
             raise ValueError(
                 f"device must be one of {sorted(DEVICE_PRESETS)}, got {self.device!r}"
             )
@@ -302,7 +307,7 @@ class SyntheticConfig:
         return DEVICE_PRESETS[self.device]
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any]) -> SyntheticConfig:
+    def from_dict(cls, params: Mapping[str, Any]) -> SyntheticConfig:
         """Build a config from a (Kedro parameters) mapping.
 
         Args:
@@ -316,8 +321,8 @@ class SyntheticConfig:
             ValueError: when ``params`` is not a mapping, has keys that are not fields (all of
                 them are named), or a value is invalid.
         """
-        if not isinstance(params, dict):
-            raise ValueError(f"params must be a dict, got {type(params).__name__}")
+        if not isinstance(params, Mapping):
+            raise ValueError(f"params must be a mapping, got {type(params).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(str(k) for k in params if k not in known)
         if unknown:
@@ -434,7 +439,6 @@ class _ScanGrids:
     to_cartesian: tuple[np.ndarray, np.ndarray]  # maps for a (size, size) destination
     sector: np.ndarray  # (size, size) uint8, 1 inside the fan
     depth: np.ndarray  # (n_depth,) float32, normalised depth in [0, 1] of each polar row
-    radius: np.ndarray  # (n_depth,) float32, radius in pixels of each polar row
 
 
 @functools.lru_cache(maxsize=16)
@@ -469,15 +473,15 @@ def _scan_conversion_grids(geom: _SectorGeometry) -> _ScanGrids:
         to_cartesian=to_cartesian,
         sector=sector,
         depth=np.linspace(0.0, 1.0, geom.n_depth, dtype=np.float32),
-        radius=radius.astype(np.float32),
     )
-    for array in (*to_polar, *to_cartesian, sector, grids.depth, grids.radius):
+    for array in (*to_polar, *to_cartesian, sector, grids.depth):
         array.flags.writeable = False
     return grids
 
 
 def _to_polar(image: np.ndarray, grids: _ScanGrids) -> np.ndarray:
-    """Resample a Cartesian float32 map onto the polar (depth x beam) grid."""
+    """Resample a Cartesian float32 map (one or more channels) onto the polar (depth x beam)
+    grid."""
     return cv2.remap(
         image, grids.to_polar[0], grids.to_polar[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
     )
@@ -536,6 +540,8 @@ def _psf_plan(
     The physical lateral width follows a Gaussian beam, ``w(z) = w0 * sqrt(1 + ((z - f) / zr)^2)``,
     and is converted to beam units (``w / (r * dtheta)``). Up to three Gaussian blur levels span
     the needed range and each depth row blends its two neighbouring levels (linear in log sigma).
+    Sigmas are kept within [0.3, 4] beams, so the few rows next to the probe, where the beams are
+    densest, get a slightly narrower lateral PSF than the beam model asks for.
 
     Args:
         geom: sector geometry.
@@ -565,7 +571,8 @@ def _psf_plan(
     if n_levels == 1:
         weights[:, 0] = 1.0
     else:
-        pos = np.interp(np.log(np.clip(sigma_beams, low, high)), np.log(sigmas), np.arange(n_levels))
+        log_sigma = np.log(np.clip(sigma_beams, low, high))
+        pos = np.interp(log_sigma, np.log(sigmas), np.arange(n_levels))
         lower = np.minimum(np.floor(pos).astype(int), n_levels - 2)
         frac = pos - lower
         rows = np.arange(geom.n_depth)
@@ -579,7 +586,8 @@ def _psf_plan(
     kernels = [_gaussian_kernel(float(s), k, length) for s, k in zip(sigmas, ksizes)]
     axial_kernel = cv2.getGaussianKernel(axial_ksize, axial_sigma, cv2.CV_64F).ravel()
     cross = np.array([[np.dot(ka, kb) for kb in kernels] for ka in kernels])
-    variance = np.einsum("ia,ab,ib->i", weights, cross, weights) * float(axial_kernel @ axial_kernel)
+    axial_power = float(axial_kernel @ axial_kernel)
+    variance = np.einsum("ia,ab,ib->i", weights, cross, weights) * axial_power
     norm = (1.0 / np.sqrt(variance)).astype(np.float32)
 
     runs = []
@@ -848,7 +856,8 @@ class _Subject:
 
 
 def _truncated_normal(rng: np.random.Generator, mean: float, sd: float, count: int) -> np.ndarray:
-    """Normals truncated to ``mean +- _TRUNCATE_SD * sd`` (by clipping a fixed number of draws)."""
+    """Normals clipped to ``mean +- _TRUNCATE_SD * sd`` (clipping, not redrawing, keeps the number
+    of draws fixed; about 1 % of the values sit on each bound)."""
     values = rng.standard_normal(count)
     return mean + sd * np.clip(values, -_TRUNCATE_SD, _TRUNCATE_SD)
 
@@ -865,7 +874,9 @@ def _ellipse_points(
     return x, y
 
 
-def _sector_violation(x: np.ndarray, y: np.ndarray, geom: _SectorGeometry, margin: float) -> np.ndarray:
+def _sector_violation(
+    x: np.ndarray, y: np.ndarray, geom: _SectorGeometry, margin: float
+) -> np.ndarray:
     """Largest distance (pixels) by which any point of each row lies outside the shrunken sector
     or image (<= 0 means all points are inside with ``margin`` to spare)."""
     dx, dy = x - geom.apex_x, y - geom.apex_y
@@ -888,63 +899,75 @@ def _inside_ellipse(x: np.ndarray, y: np.ndarray, e_cx, e_cy, e_a, e_b, e_angle)
     return (u / e_a) ** 2 + (v / e_b) ** 2
 
 
-def _overlap(
-    x: np.ndarray, y: np.ndarray, cand: tuple[np.ndarray, ...], other: _Ellipse | None, gap: float
-) -> np.ndarray:
-    """How much each candidate ellipse (boundary points ``x, y`` of (K, n), parameters ``cand``)
-    intrudes into ``other`` grown by ``gap``: > 0 means they overlap (or come closer than gap)."""
-    if other is None:
-        return np.zeros(x.shape[0])
-    cx, cy, a, b, angle = cand
-    grown = _Ellipse(other.cx, other.cy, other.a + gap, other.b + gap, other.angle_deg)
-    into_other = _inside_ellipse(x, y, grown.cx, grown.cy, grown.a, grown.b, grown.angle_deg)
-    ox, oy = _ellipse_points(
-        np.array([grown.cx]), np.array([grown.cy]), np.array([grown.a]), np.array([grown.b]),
-        np.array([grown.angle_deg]), x.shape[1],
-    )
-    into_cand = _inside_ellipse(ox, oy, cx[:, None], cy[:, None], a[:, None], b[:, None],
-                                angle[:, None])
-    return np.maximum((1.0 - into_other).max(axis=1), (1.0 - into_cand).max(axis=1))
-
-
-def _place_ellipse(
+def _candidates(
     rng: np.random.Generator,
     geom: _SectorGeometry,
     major: float,
     ratio: float,
+    count: int,
     centre_box: tuple[float, float, float, float],
-    angle_mean: float,
-    angle_sd: float,
-    avoid: _Ellipse | None,
-) -> _Ellipse:
-    """Place an ellipse of given size: the first of ``_PLACEMENT_CANDIDATES`` random candidates
-    (centre uniform in ``centre_box`` = (x0, x1, y0, y1) as fractions of the size, rotation normal)
-    that lies inside the sector with ``_SECTOR_MARGIN`` to spare and keeps ``_STRUCTURE_GAP`` from
-    ``avoid``; if none does, the one that overlaps least, then sticks out least. Always consumes
-    the same number of random draws."""
+    angle: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random placements of one ellipse and how far each sticks out of the sector.
+
+    Args:
+        rng: random source (always consumes ``3 * count`` draws).
+        geom: sector geometry.
+        major: full major-axis length, pixels.
+        ratio: minor / major.
+        count: number of candidates.
+        centre_box: (x0, x1, y0, y1) of the uniform centre, fractions of the size.
+        angle: (mean, sd) of the normal rotation, degrees.
+
+    Returns:
+        ``(params, outside)``: (count, 5) rows of (cx, cy, a, b, angle) and the (count,) largest
+        distance in pixels by which a boundary point lies outside the sector shrunk by
+        ``_SECTOR_MARGIN`` (<= 0: fits).
+    """
     s = geom.size
-    k = _PLACEMENT_CANDIDATES
-    cx = rng.uniform(centre_box[0], centre_box[1], k) * s
-    cy = rng.uniform(centre_box[2], centre_box[3], k) * s
-    angle = rng.normal(angle_mean, angle_sd, k)
-    a = np.full(k, major / 2.0)
+    cx = rng.uniform(centre_box[0], centre_box[1], count) * s
+    cy = rng.uniform(centre_box[2], centre_box[3], count) * s
+    rotation = rng.normal(angle[0], angle[1], count)
+    a = np.full(count, major / 2.0)
     b = a * ratio
-    x, y = _ellipse_points(cx, cy, a, b, angle, _ELLIPSE_CHECK_POINTS)
+    x, y = _ellipse_points(cx, cy, a, b, rotation, _ELLIPSE_CHECK_POINTS)
     outside = _sector_violation(x, y, geom, _SECTOR_MARGIN * s)
-    overlap = _overlap(x, y, (cx, cy, a, b, angle), avoid, _STRUCTURE_GAP * s)
-    feasible = (outside <= 0) & (overlap <= 0)
-    if np.any(feasible):
-        best = int(np.argmax(feasible))
-    else:
-        best = int(np.lexsort((outside, np.maximum(overlap, 0.0)))[0])
-    return _Ellipse(float(cx[best]), float(cy[best]), float(a[best]), float(b[best]),
-                    float(angle[best]))
+    return np.stack([cx, cy, a, b, rotation], axis=1), outside
+
+
+def _pair_overlap(heads: np.ndarray, symphyses: np.ndarray, gap: float) -> np.ndarray:
+    """Intrusion of every symphysis candidate (grown by ``gap``) into every head candidate.
+
+    Args:
+        heads: (H, 5) head parameters (cx, cy, a, b, angle).
+        symphyses: (P, 5) symphysis parameters.
+        gap: required clearance, pixels.
+
+    Returns:
+        (H, P) array; > 0 means the pair overlaps or comes closer than ``gap``. A symphysis
+        boundary sampled with ``_ELLIPSE_CHECK_POINTS`` points suffices because the (much larger)
+        head cannot lie inside the symphysis, and the symphysis centre is tested as well.
+    """
+    px, py = _ellipse_points(
+        symphyses[:, 0], symphyses[:, 1], symphyses[:, 2] + gap, symphyses[:, 3] + gap,
+        symphyses[:, 4], _ELLIPSE_CHECK_POINTS,
+    )
+    px = np.concatenate([px, symphyses[:, :1]], axis=1)[None]
+    py = np.concatenate([py, symphyses[:, 1:2]], axis=1)[None]
+    h = heads[:, :, None, None]
+    radius = _inside_ellipse(px, py, h[:, 0], h[:, 1], h[:, 2], h[:, 3], h[:, 4])
+    return 1.0 - radius.min(axis=2)
 
 
 def _place_anatomy(rng: np.random.Generator, geom: _SectorGeometry) -> tuple[_Ellipse, _Ellipse]:
-    """Draw sizes from the PSFHS calibration and place the pubic symphysis (upper left of the
-    sector, elongated, tilted down towards the head) and then the fetal head (lower, central to
-    right), inside the sector and apart from each other.
+    """Draw sizes from the PSFHS calibration and place the fetal head (lower, central to right)
+    and the pubic symphysis (upper left, elongated, tilted down towards the head).
+
+    Candidate placements of both are drawn at random; the first head candidate (in draw order)
+    for which some symphysis candidate fits, with both inside the sector (``_SECTOR_MARGIN``) and
+    ``_STRUCTURE_GAP`` apart, wins together with the first such symphysis. If no pair satisfies
+    everything, the pair that overlaps least, then sticks out least, is used (the mask is clipped
+    to the sector later). The number of random draws is fixed.
 
     Returns:
         ``(head, symphysis)``.
@@ -954,9 +977,23 @@ def _place_anatomy(rng: np.random.Generator, geom: _SectorGeometry) -> tuple[_El
     fh_ratio = float(np.clip(rng.normal(_FH_RATIO_MEAN, _FH_RATIO_SD), 0.7, 0.95))
     ps_major = float(_truncated_normal(rng, _PS_MAJOR_MEAN, _PS_MAJOR_SD, 1)[0]) * scale
     ps_ratio = float(np.clip(rng.normal(_PS_RATIO_MEAN, _PS_RATIO_SD), 0.4, 0.72))
-    head = _place_ellipse(rng, geom, fh_major, fh_ratio, _FH_CENTRE_BOX, *_FH_ANGLE, None)
-    symphysis = _place_ellipse(rng, geom, ps_major, ps_ratio, _PS_CENTRE_BOX, *_PS_ANGLE, head)
-    return head, symphysis
+    heads, head_out = _candidates(rng, geom, fh_major, fh_ratio, _HEAD_CANDIDATES,
+                                  _FH_CENTRE_BOX, _FH_ANGLE)
+    symphyses, ps_out = _candidates(rng, geom, ps_major, ps_ratio, _PS_CANDIDATES,
+                                    _PS_CENTRE_BOX, _PS_ANGLE)
+    gap = _STRUCTURE_GAP * geom.size
+    head_ok, ps_ok = np.flatnonzero(head_out <= 0), np.flatnonzero(ps_out <= 0)
+    if ps_ok.size:
+        for i in head_ok:  # usually the first fitting head already has room for a symphysis
+            free = _pair_overlap(heads[i : i + 1], symphyses[ps_ok], gap)[0] <= 0
+            if free.any():
+                return _Ellipse(*heads[i]), _Ellipse(*symphyses[ps_ok[int(np.argmax(free))]])
+    overlap = np.maximum(_pair_overlap(heads, symphyses, gap), 0.0)
+    outside = np.maximum(head_out[:, None], ps_out[None, :])
+    order = np.lexsort((outside.ravel(), overlap.ravel()))
+    i, j = np.unravel_index(int(order[0]), overlap.shape)
+    logger.debug("anatomy placement: no candidate pair fits; using the closest one")
+    return _Ellipse(*heads[i]), _Ellipse(*symphyses[j])
 
 
 def _draw_subject(rng: np.random.Generator, geom: _SectorGeometry) -> _Subject:
@@ -988,7 +1025,7 @@ def _draw_subject(rng: np.random.Generator, geom: _SectorGeometry) -> _Subject:
             rng.uniform(0.0, 180.0, n),  # rotation
             rng.uniform(0.0, 360.0, n),  # start angle
             rng.uniform(40.0, 110.0, n),  # extent
-            rng.uniform(0.006, 0.014, n),  # thickness (fraction)
+            rng.uniform(0.01, 0.022, n),  # thickness (fraction)
             rng.uniform(*_DB_ARC, n),  # level
         ],
         axis=1,
@@ -999,7 +1036,9 @@ def _draw_subject(rng: np.random.Generator, geom: _SectorGeometry) -> _Subject:
     return _Subject(head, symphysis, texture, layers, midline, blobs, arcs, dropout, levels)
 
 
-def _jitter_pose(subject: _Subject, rng: np.random.Generator, size: int) -> tuple[_Ellipse, _Ellipse]:
+def _jitter_pose(
+    subject: _Subject, rng: np.random.Generator, size: int
+) -> tuple[_Ellipse, _Ellipse]:
     """Small rigid jitter of head and symphysis for one frame (bounded, uniform)."""
     j = rng.uniform(-1.0, 1.0, 7)
     shift = _JITTER_SHIFT * size
@@ -1020,13 +1059,16 @@ def _fixed(value: float) -> int:
 def _cv_ellipse(
     image: np.ndarray,
     e: _Ellipse,
-    value: float,
+    value: float | tuple[float, float],
     thickness: int = -1,
     shrink: float = 0.0,
     start: float = 0.0,
     end: float = 360.0,
 ) -> None:
-    """Draw (fill, or outline of ``thickness``) an ellipse with sub-pixel precision."""
+    """Draw (fill, or outline of ``thickness``) an ellipse with sub-pixel precision.
+
+    ``value`` is a scalar or one value per channel; on a two-channel canvas a scalar writes 0 to
+    the second channel."""
     cv2.ellipse(
         image,
         (_fixed(e.cx), _fixed(e.cy)),
@@ -1034,7 +1076,7 @@ def _cv_ellipse(
         e.angle_deg,
         start,
         end,
-        float(value),
+        value if isinstance(value, tuple) else float(value),
         thickness,
         cv2.LINE_8,
         _SHIFT_BITS,
@@ -1099,8 +1141,12 @@ def _draw_echogenicity(
     symphysis: _Ellipse,
     geom: _SectorGeometry,
     knobs: _Knobs,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> np.ndarray:
     """Draw the Cartesian echogenicity (linear amplitude; soft tissue = 1) and bone reflectivity.
+
+    Both live in one two-channel canvas so that a single remap takes them to the polar grid:
+    channel 0 is the echo amplitude, channel 1 the bone reflectivity in [0, 1] (skull rim and
+    pubic cortex only; any other shape drawn later writes 0 there, and none overlaps them).
 
     Content: soft tissue (amplitude 1; its slow variation is applied on the polar grid by
     :func:`_tissue_texture`), near-field layers, distractor arcs (unlabelled), the
@@ -1115,21 +1161,22 @@ def _draw_echogenicity(
         knobs: effective difficulty knobs.
 
     Returns:
-        ``(echo, bone)``, both (size, size) float32.
+        (size, size, 2) float32 canvas: echo amplitude, bone reflectivity.
     """
     s = geom.size
     contrast = knobs.contrast
-    echo = np.ones((s, s), dtype=np.float32)
-    bone = np.zeros((s, s), dtype=np.float32)
+    echo = np.zeros((s, s, 2), dtype=np.float32)
+    echo[:, :, 0] = 1.0
 
-    apex = _Ellipse(geom.apex_x, geom.apex_y, 0.0, 0.0, 0.0)
+    # near-field layers: arcs concentric with the apex (rotation 90: angles from straight down)
+    half = math.degrees(geom.half_angle) + 2.0
     for radius, thickness, level in subject.layers:
         r = geom.r_min + radius * s
-        ring = _Ellipse(apex.cx, apex.cy, r, r, 90.0)
-        half = math.degrees(geom.half_angle) + 2.0
+        ring = _Ellipse(geom.apex_x, geom.apex_y, r, r, 90.0)
         _cv_ellipse(echo, ring, _db(level), max(1, round(thickness * s)), start=-half, end=half)
 
-    for cx, cy, a, ratio, rot, start, extent, thickness, level in subject.arcs[: knobs.distractor_arcs]:
+    arcs = subject.arcs[: knobs.distractor_arcs]
+    for cx, cy, a, ratio, rot, start, extent, thickness, level in arcs:
         arc = _Ellipse(cx * s, cy * s, a * s, a * ratio * s, rot)
         _cv_ellipse(echo, arc, _db(level), max(1, round(thickness * s)), start=start,
                     end=start + extent)
@@ -1138,8 +1185,8 @@ def _draw_echogenicity(
     ps_db = _DB_PS_FILL + subject.levels[1]
     _cv_ellipse(echo, symphysis, _db(ps_db * contrast))
     cortex = max(1, round(0.008 * s))
-    _cv_ellipse(echo, symphysis, _db(_DB_PS_CORTEX * contrast), cortex, shrink=cortex / 2.0)
-    _cv_ellipse(bone, symphysis, _PS_CORTEX_BONE, cortex, shrink=cortex / 2.0)
+    _cv_ellipse(echo, symphysis, (_db(_DB_PS_CORTEX * contrast), _PS_CORTEX_BONE), cortex,
+                shrink=cortex / 2.0)
 
     # fetal head: interior, blobs, midline, then the specular rim on top
     _cv_ellipse(echo, head, _db((_DB_HEAD_INTERIOR + subject.levels[0]) * contrast))
@@ -1165,9 +1212,9 @@ def _draw_echogenicity(
     xf, yf = np.round(x * _SHIFT_SCALE).astype(int), np.round(y * _SHIFT_SCALE).astype(int)
     for i in range(len(reflect)):
         p0, p1 = (int(xf[i]), int(yf[i])), (int(xf[i + 1]), int(yf[i + 1]))
-        cv2.line(echo, p0, p1, float(rim_amp[i]), thickness, cv2.LINE_8, _SHIFT_BITS)
-        cv2.line(bone, p0, p1, float(reflect[i]), thickness, cv2.LINE_8, _SHIFT_BITS)
-    return echo, bone
+        colour = (float(rim_amp[i]), float(reflect[i]))
+        cv2.line(echo, p0, p1, colour, thickness, cv2.LINE_8, _SHIFT_BITS)
+    return echo
 
 
 def _tissue_texture(texture: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -1229,12 +1276,11 @@ def generate(index: int, config: SyntheticConfig) -> SyntheticSample:
     ripple = np.stack([frame_rng.uniform(0.5, 2.5, 3), frame_rng.uniform(0, 2 * math.pi, 3)], 1)
     tgc_error = drawn_tgc_error if config.tgc_error is None else float(config.tgc_error)
 
-    echo_xy, bone_xy = _draw_echogenicity(subject, head, symphysis, geom, knobs)
+    canvas = _draw_echogenicity(subject, head, symphysis, geom, knobs)
     mask = _draw_mask(head, symphysis, grids)
 
-    echo = _to_polar(echo_xy, grids)
+    echo, bone = cv2.split(_to_polar(canvas, grids))
     echo *= _tissue_texture(subject.texture, echo.shape)
-    bone = _to_polar(bone_xy, grids)
     rim_samples = _RIM_THICKNESS * config.size * (geom.n_depth - 1) / (geom.r_max - geom.r_min)
     echo *= _shadow_transmission(bone, knobs.shadow_strength, rim_samples)
     envelope = _speckle_envelope(echo, plan, frame_rng)
@@ -1272,5 +1318,7 @@ def measure_throughput(config: SyntheticConfig, n_images: int) -> float:
         generate(index, config)
     elapsed = max(time.perf_counter() - start, 1e-9)
     rate = n_images / elapsed
-    logger.info("synthetic generator: %.1f images/s at %d px (%d images)", rate, config.size, n_images)
+    logger.info(
+        "synthetic generator: %.1f images/s at %d px (%d images)", rate, config.size, n_images
+    )
     return float(rate)

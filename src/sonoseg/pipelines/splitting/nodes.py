@@ -31,7 +31,8 @@ def split_samples(manifest: pd.DataFrame, options: dict[str, Any], store_dir: st
     signatures = image_signatures((store.load(p) for p in manifest["image_path"]), config.signature_size)
     sample_ids = manifest["sample_id"].tolist()
     subject_ids = [s if isinstance(s, str) else None for s in manifest["subject_id"]]
-    table = manifest.assign(group_id=group_samples(sample_ids, subject_ids, signatures, config.similarity_threshold))
+    groups = group_samples(sample_ids, subject_ids, signatures, config.similarity_threshold, config.neighbour_threshold)
+    table = manifest.assign(group_id=groups)
     class_columns = [c for c in manifest.columns if c.startswith("fraction_")]
     table["split"] = assign_splits(table, config, class_columns)
     leak = cross_split_similarity(signatures, table["split"].tolist(), sample_ids)
