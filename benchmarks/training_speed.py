@@ -1,0 +1,177 @@
+"""Time per iteration and peak memory of every method at the CPU default size, as ratios to
+``supervised`` measured in the same run; on a CUDA machine also images/s at 256² with AMP and the GPU
+utilisation.
+
+Run: ``.venv/bin/python benchmarks/training_speed.py`` (``--gpu`` on a CUDA machine). Writes
+``benchmarks/results/training_speed[_gpu].json`` and ``.md``.
+
+Each method runs in a fresh subprocess (so its peak memory is its own) on a synthetic sample store:
+``--warmup`` steps, then ``--steps`` timed steps; the time is the median step. Peak memory is the
+process's peak RSS growth over the state after the warm-up on the CPU, and
+``torch.cuda.max_memory_allocated`` on the GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = ["supervised", "fully_supervised", "mean_teacher", "fixmatch", "cps", "hdc", "infodiv", "simcvd", "cotrain"]
+logger = logging.getLogger("benchmarks.training_speed")
+
+
+def _rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _GpuSampler(threading.Thread):
+    """Polls the GPU's utilisation while the timed steps run."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(daemon=True)
+        self.index, self.samples, self.running = index, [], True
+
+    def run(self) -> None:
+        import torch
+
+        while self.running:
+            self.samples.append(torch.cuda.utilization(self.index))
+            time.sleep(0.1)
+
+
+def measure(method: str, store_dir: str, size: int, model: dict, batch: int, warmup: int, steps: int, device: str) -> dict:
+    """Time ``steps`` training steps of ``method`` after ``warmup`` (runs inside a fresh process)."""
+    import pandas as pd
+    import torch
+
+    from sonoseg.io.store import SampleStore
+    from sonoseg.training.config import TrainerConfig
+    from sonoseg.training.data import training_sets
+    from sonoseg.training.trainer import Trainer
+
+    manifest = pd.read_parquet(Path(store_dir) / "manifest.parquet")
+    splits = pd.read_csv(Path(store_dir) / "splits.csv")
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainerConfig(
+            method=method, iterations=warmup + steps, checkpoint_every=10**6, val_every=10**6, input_size=size,
+            labelled_batch=batch, unlabelled_batch=batch, output_dir=out, progress=False, device=device, model=model,
+            workers=4 if device == "cuda" else 0,
+        )  # fmt: skip
+        step_times: list[float] = []
+        clock = {"last": None}
+        cuda = device == "cuda"
+
+        def on_iteration(done: int) -> None:
+            if cuda:
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            if done == warmup:
+                clock["rss"] = _rss_mb()
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
+                    sampler.start()
+            elif done > warmup:
+                step_times.append(now - clock["last"])
+            clock["last"] = now
+
+        sampler = _GpuSampler(torch.cuda.current_device()) if cuda else None
+        trainer = Trainer(config, {}, num_classes=3, on_iteration=on_iteration)
+        sets = training_sets(manifest, splits, SampleStore(store_dir), size, trainer.method.uses_all_labels)
+        # validation at the end is not part of the step time: patch it out of the measurement
+        trainer.validate = lambda _sets: 0.0
+        trainer.fit(sets)
+        if sampler is not None:
+            sampler.running = False
+    images_per_step = batch * (2 if trainer.method.uses_unlabelled else 1)
+    median = statistics.median(step_times)
+    result = {"method": method, "seconds_per_step": median, "images_per_second": images_per_step / median}
+    if cuda:
+        result["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["gpu_utilisation_percent"] = statistics.mean(sampler.samples) if sampler.samples else None
+    else:
+        result["peak_rss_growth_mb"] = _rss_mb() - clock["rss"]
+    return result
+
+
+def prepare_store(root: Path, size: int, n_images: int) -> None:
+    """A synthetic store with 25% labelled, 55% unlabelled, 20% val samples."""
+    import pandas as pd
+
+    from sonoseg.io.readers import SyntheticReader
+    from sonoseg.io.store import SampleStore, ingest
+
+    manifest, _ = ingest(SyntheticReader(n_images, {"size": size, "seed": 0}), SampleStore(root), progress=False)
+    n = len(manifest)
+    split = ["labelled"] * (n // 4) + ["unlabelled"] * (n - n // 4 - n // 5) + ["val"] * (n // 5)
+    manifest.to_parquet(root / "manifest.parquet")
+    pd.DataFrame({"sample_id": manifest["sample_id"], "split": split}).to_csv(root / "splits.csv", index=False)
+
+
+def run_isolated(**kwargs) -> dict:
+    code = (
+        "import json, sys; sys.path.insert(0, %r); import training_speed as b; "
+        "print('RESULT' + json.dumps(b.measure(**%r)))" % (str(Path(__file__).parent), kwargs)
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kwargs['method']} failed:\n{done.stderr[-3000:]}")
+    return json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))[6:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpu", action="store_true", help="CUDA, 256², DeepLabV3+/ResNet-50, AMP")
+    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.gpu:
+        size, model, batch, device, store_size = 256, {"name": "deeplabv3plus", "encoder": "resnet50"}, 8, "cuda", 256
+    else:
+        size, model, batch, device, store_size = 64, {"name": "unet_small"}, 4, "cpu", 128
+    methods = ["supervised", *[m for m in args.methods if m != "supervised"]]
+    with tempfile.TemporaryDirectory() as store:
+        prepare_store(Path(store), store_size, 96)
+        rows = []
+        for method in methods:
+            rows.append(run_isolated(method=method, store_dir=store, size=size, model=model, batch=batch,
+                                     warmup=args.warmup, steps=args.steps, device=device))  # fmt: skip
+            logger.info("%s", rows[-1])
+    base = rows[0]
+    memory_key = "peak_gpu_memory_mb" if args.gpu else "peak_rss_growth_mb"
+    for row in rows:
+        row["time_ratio_to_supervised"] = row["seconds_per_step"] / base["seconds_per_step"]
+        row["memory_ratio_to_supervised"] = row[memory_key] / max(base[memory_key], 1.0)
+    setting = {"device": device, "input_size": size, "model": model, "batch_labelled": batch, "batch_unlabelled": batch,
+               "torch_threads": __import__("torch").get_num_threads(), "steps": args.steps}  # fmt: skip
+    suffix = "_gpu" if args.gpu else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"training_speed{suffix}.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
+    lines = [f"Setting: {json.dumps(setting)}", "",
+             f"| method | s/step | images/s | {memory_key} | time ÷ supervised | memory ÷ supervised |"
+             + (" GPU util % |" if args.gpu else ""),
+             "|---|---|---|---|---|---|" + ("---|" if args.gpu else "")]  # fmt: skip
+    for r in rows:
+        util = f" {r['gpu_utilisation_percent']:.0f} |" if args.gpu and r.get("gpu_utilisation_percent") is not None else (" - |" if args.gpu else "")
+        lines.append(f"| {r['method']} | {r['seconds_per_step']:.3f} | {r['images_per_second']:.1f} | {r[memory_key]:.0f} | "
+                     f"{r['time_ratio_to_supervised']:.2f} | {r['memory_ratio_to_supervised']:.2f} |{util}")  # fmt: skip
+    (args.out / f"training_speed{suffix}.md").write_text("\n".join(lines) + "\n")
+    logger.info("wrote %s", args.out / f"training_speed{suffix}.md")
+
+
+if __name__ == "__main__":
+    main()

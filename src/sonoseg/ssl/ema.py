@@ -1,0 +1,87 @@
+"""Exponential-moving-average (mean) teachers."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["ema_alpha", "ema_update", "make_ema_copy"]
+
+
+def ema_alpha(step: int, decay: float) -> float:
+    """The EMA coefficient ``alpha = min(1 - 1/(step + 1), decay)`` (DESIGN.md §4).
+
+    Step 0 gives 0 (the teacher becomes a copy of the student), step 1 gives 0.5, and large steps
+    give ``decay``: early on the teacher is a true average of the students seen so far.
+
+    Args:
+        step: the 0-based iteration just completed; must be >= 0.
+        decay: the asymptotic coefficient, in [0, 1].
+
+    Raises:
+        ValueError: for a negative step or a decay outside [0, 1].
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    if not 0.0 <= decay <= 1.0:
+        raise ValueError(f"decay must be in [0, 1], got {decay}")
+    return min(1.0 - 1.0 / (step + 1.0), float(decay))
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) -> float:
+    """Move ``teacher`` towards ``student`` in place: ``t <- alpha * t + (1 - alpha) * s``.
+
+    Parameters are averaged with ``alpha = ema_alpha(step, decay)``; buffers (BatchNorm running
+    statistics, ``num_batches_tracked``) are copied from the student as they are. Parameters and
+    buffers are matched by name, so both modules must have the same architecture.
+
+    Args:
+        teacher: the EMA module, updated in place (its parameters need no gradient).
+        student: the trained module; read only.
+        step: the 0-based iteration just completed (see :func:`ema_alpha`).
+        decay: the asymptotic EMA coefficient, e.g. 0.99.
+
+    Returns:
+        The ``alpha`` used.
+
+    Raises:
+        ValueError: when the two modules' parameter or buffer names differ.
+    """
+    alpha = ema_alpha(step, decay)
+    teacher_params = dict(teacher.named_parameters())
+    student_params = dict(student.named_parameters())
+    if teacher_params.keys() != student_params.keys():
+        missing = sorted(set(teacher_params) ^ set(student_params))[:5]
+        raise ValueError(f"teacher and student parameters differ (e.g. {missing}); same architecture expected")
+    for name, t in teacher_params.items():
+        s = student_params[name].detach()
+        if t.is_floating_point():
+            t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
+        else:
+            t.copy_(s)
+    teacher_buffers = dict(teacher.named_buffers())
+    student_buffers = dict(student.named_buffers())
+    if teacher_buffers.keys() != student_buffers.keys():
+        missing = sorted(set(teacher_buffers) ^ set(student_buffers))[:5]
+        raise ValueError(f"teacher and student buffers differ (e.g. {missing}); same architecture expected")
+    for name, t in teacher_buffers.items():
+        t.copy_(student_buffers[name])
+    return alpha
+
+
+def make_ema_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` to serve as its EMA teacher: no parameter requires a gradient.
+
+    The copy keeps ``module``'s train/eval mode; callers that want a frozen-statistics teacher put it
+    in eval mode (``Method.train`` does).
+
+    Args:
+        module: the student to copy.
+    """
+    teacher = copy.deepcopy(module)
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher

@@ -1,0 +1,64 @@
+"""M&N-style co-training adapted to 2D (DESIGN.md §4): a model with a pretrained encoder (when a local
+weights file is given) and a model from scratch learn from each other's soft predictions (Dice + KL)
+after a labelled-only warm-up. The share of pseudo-labelled samples in each batch grows as the learning
+rate decays ("learning-rate-guided sampling"). The pretrained model is deployed."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sonoseg.ssl.base import Batch, Method, StepContext, register_method
+from sonoseg.ssl.losses import soft_dice_loss, supervised_loss
+
+
+@register_method
+class CoTraining(Method):
+    name = "cotrain"
+    DEFAULTS = {
+        "pretrained": None,  # a local state_dict file for the first model's encoder
+        "warmup_fraction": 0.2,
+        "dice_weight": 1.0,
+        "kl_weight": 1.0,
+        "max_pseudo_share": 1.0,
+        "scratch_init_seed": 1,
+    }
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        pretrained = self.network(pretrained=self.settings["pretrained"]) if self.settings["pretrained"] else self.network()
+        with torch.random.fork_rng():
+            torch.manual_seed(self.settings["scratch_init_seed"])
+            scratch = self.network()
+        return {"student": pretrained, "scratch": scratch}
+
+    def pseudo_share(self, context: StepContext) -> float:
+        """0 during warm-up, then grows as the learning rate decays, up to ``max_pseudo_share``."""
+        if context.progress < self.settings["warmup_fraction"]:
+            return 0.0
+        return self.settings["max_pseudo_share"] * (1.0 - context.lr_scale)
+
+    def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
+        s = self.settings
+        labelled = self.weak_view(labelled, context)
+        sup = supervised_loss(self.run("student", labelled.images), labelled.masks) + supervised_loss(
+            self.run("scratch", labelled.images), labelled.masks
+        )
+        share = self.pseudo_share(context)
+        count = 0 if unlabelled is None else math.ceil(share * len(unlabelled))
+        if count == 0:
+            return {"total": sup, "sup": sup}
+        chosen = unlabelled.images[torch.randperm(len(unlabelled), generator=context.generator)[:count].to(unlabelled.images.device)]
+        a, b = self.run("student", chosen).float(), self.run("scratch", chosen).float()
+        p_a, p_b = torch.softmax(a, 1), torch.softmax(b, 1)
+        dice = soft_dice_loss(p_a, p_b.detach()) + soft_dice_loss(p_b, p_a.detach())
+        kl = _pixel_kl(p_b.detach(), b_logits=a) + _pixel_kl(p_a.detach(), b_logits=b)
+        mutual = s["dice_weight"] * dice + s["kl_weight"] * kl
+        return {"total": sup + mutual, "sup": sup, "dice": dice, "kl": kl, "pseudo_share": torch.tensor(share)}
+
+
+def _pixel_kl(target: Tensor, b_logits: Tensor) -> Tensor:
+    """KL(target ‖ softmax(b_logits)) per pixel, averaged over pixels and batch."""
+    return F.kl_div(F.log_softmax(b_logits, 1), target, reduction="none").sum(1).mean()

@@ -1,0 +1,46 @@
+"""FixMatch, with UniMatch's extras as settings: the weak view's confident predictions are pseudo
+labels for ``strong_views`` photometric strong views, and (UniMatch) for a feature-dropout view."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sonoseg.ssl.augment import strong_augment, weak_augment
+from sonoseg.ssl.base import Batch, Method, StepContext, register_method
+from sonoseg.ssl.losses import confidence_masked_ce, supervised_loss
+
+
+@register_method
+class FixMatch(Method):
+    name = "fixmatch"
+    # strong_views 1 and feature_dropout 0 is FixMatch; 2 and 0.5 is UniMatch.
+    DEFAULTS = {"threshold": 0.95, "unsup_weight": 1.0, "strong_views": 2, "feature_dropout": 0.5}
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        return {"student": self.network()}
+
+    def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
+        s = self.settings
+        labelled = self.weak_view(labelled, context)
+        sup = supervised_loss(self.run("student", labelled.images), labelled.masks)
+        if unlabelled is None:
+            return {"total": sup, "sup": sup}
+        weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
+        with torch.no_grad():
+            pseudo = torch.softmax(self.run("student", weak), 1)
+        terms: dict[str, Tensor] = {}
+        strong = [
+            confidence_masked_ce(self.run("student", strong_augment(weak, generator=context.generator)), pseudo, s["threshold"])[0]
+            for _ in range(s["strong_views"])
+        ]
+        unsup = torch.stack(strong).mean()
+        terms["strong"] = unsup
+        if s["feature_dropout"] > 0:
+            features = self.run("student", weak, route="encode")
+            dropped = [F.dropout2d(f, p=s["feature_dropout"], training=True) for f in features]
+            logits = self.run("student", self.run("student", dropped, route="decode"), route="head")
+            terms["feature_dropout"] = confidence_masked_ce(logits, pseudo, s["threshold"])[0]
+            unsup = 0.5 * unsup + 0.5 * terms["feature_dropout"]
+        return {"total": sup + s["unsup_weight"] * unsup, "sup": sup, **terms}

@@ -1,0 +1,85 @@
+"""HDC, Hierarchical Distillation for multi-level noisy Consistency (DESIGN.md §4).
+
+An EMA teacher and a student with one shared encoder and two decoders (main, noisy). Noise comes
+at three levels: a weak view for the teacher, a strong view for the student, and a feature
+perturbation before the noisy decoder. Losses: supervised on both decoders; confidence-masked CE of
+both decoders against the teacher's argmax; correlation guidance (the student's feature affinity
+map follows the teacher's); and IIC mutual information between the two decoders.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sonoseg.ssl.augment import strong_augment, weak_augment
+from sonoseg.ssl.base import Batch, Method, StepContext, register_method
+from sonoseg.ssl.ema import ema_update, make_ema_copy
+from sonoseg.ssl.losses import confidence_masked_ce, correlation_guidance_kl, iic_mutual_information, supervised_loss
+from sonoseg.ssl.noise import make_perturbation
+from sonoseg.ssl.ramps import consistency_weight
+
+
+@register_method
+class HierarchicalDistillation(Method):
+    name = "hdc"
+    DEFAULTS = {
+        "ema_decay": 0.99,
+        "threshold": 0.8,
+        "w_max": 1.0,
+        "rampup_fraction": 0.4,
+        "lambda_pix": 1.0,
+        "lambda_cg": 0.1,
+        "lambda_mi": 0.1,
+        "perturbation": "uniform",  # uniform | dropout | attention | none
+        "perturbation_strength": 0.3,
+        "cg_positions": 64,
+        "cg_temperature": 0.1,
+        "projection_dim": 32,
+    }
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        from sonoseg.models import DualDecoderNet
+
+        s = self.settings
+        options = dict(self.model_options)
+        perturbation = make_perturbation(s["perturbation"], strength=s["perturbation_strength"])
+        student = DualDecoderNet(options.pop("name"), perturbation=perturbation, num_classes=self.num_classes, **options)
+        projector = nn.Conv2d(student.bottleneck_channels, s["projection_dim"], kernel_size=1)
+        return {
+            "student": student,
+            "projector": projector,
+            "teacher": make_ema_copy(student),
+            "teacher_projector": make_ema_copy(projector),
+        }
+
+    def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
+        s = self.settings
+        labelled = self.weak_view(labelled, context)
+        main, noisy, _ = self.run("student", labelled.images, route="forward_dual")
+        sup = supervised_loss(main, labelled.masks) + supervised_loss(noisy, labelled.masks)
+        if unlabelled is None:
+            return {"total": sup, "sup": sup}
+
+        weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
+        strong = strong_augment(weak, generator=context.generator)  # photometric: aligned with the weak view
+        with torch.no_grad():
+            teacher_main, _, teacher_features = self.run("teacher", weak, route="forward_dual", perturb=False)
+            teacher_probs = torch.softmax(teacher_main.float(), 1)
+            teacher_proj = self.run("teacher_projector", teacher_features[-1])
+        main, noisy, features = self.run("student", strong, route="forward_dual")
+        pix = confidence_masked_ce(main, teacher_probs, s["threshold"])[0] + confidence_masked_ce(
+            noisy, teacher_probs, s["threshold"]
+        )[0]
+        cg = correlation_guidance_kl(
+            self.run("projector", features[-1]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
+        )
+        mi = iic_mutual_information(torch.softmax(main.float(), 1), torch.softmax(noisy.float(), 1))
+        weight = consistency_weight(context.iteration, s["w_max"], s["rampup_fraction"] * context.total_iterations)
+        unsup = s["lambda_pix"] * pix + s["lambda_cg"] * cg + s["lambda_mi"] * mi
+        return {"total": sup + weight * unsup, "sup": sup, "pix": pix, "cg": cg, "mi": mi}
+
+    def after_step(self, context: StepContext) -> None:
+        decay = self.settings["ema_decay"]
+        ema_update(self.inner("teacher"), self.inner("student"), context.iteration, decay)
+        ema_update(self.inner("teacher_projector"), self.inner("projector"), context.iteration, decay)

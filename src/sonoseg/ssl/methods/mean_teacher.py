@@ -1,0 +1,39 @@
+"""Mean teacher: MSE between the student's and the EMA teacher's softmax on unlabelled images; the
+teacher's input gets clipped Gaussian noise (DESIGN.md §4)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from sonoseg.ssl.base import Batch, Method, StepContext, register_method
+from sonoseg.ssl.ema import ema_update, make_ema_copy
+from sonoseg.ssl.losses import softmax_mse, supervised_loss
+from sonoseg.ssl.noise import gaussian_input_noise
+from sonoseg.ssl.ramps import consistency_weight
+
+
+@register_method
+class MeanTeacher(Method):
+    name = "mean_teacher"
+    DEFAULTS = {"ema_decay": 0.99, "consistency": 0.1, "rampup_fraction": 0.4, "noise_sigma": 0.1, "noise_clip": 0.2}
+
+    def build_networks(self) -> dict[str, nn.Module]:
+        student = self.network()
+        return {"student": student, "teacher": make_ema_copy(student)}
+
+    def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
+        s = self.settings
+        labelled = self.weak_view(labelled, context)
+        sup = supervised_loss(self.run("student", labelled.images), labelled.masks)
+        if unlabelled is None:
+            return {"total": sup, "sup": sup}
+        noisy = gaussian_input_noise(unlabelled.images, s["noise_sigma"], s["noise_clip"], generator=context.generator)
+        with torch.no_grad():
+            teacher_logits = self.run("teacher", noisy)
+        consistency = softmax_mse(self.run("student", unlabelled.images), teacher_logits)
+        weight = consistency_weight(context.iteration, s["consistency"], s["rampup_fraction"] * context.total_iterations)
+        return {"total": sup + weight * consistency, "sup": sup, "consistency": consistency}
+
+    def after_step(self, context: StepContext) -> None:
+        ema_update(self.inner("teacher"), self.inner("student"), context.iteration, self.settings["ema_decay"])

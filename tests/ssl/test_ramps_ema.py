@@ -1,0 +1,75 @@
+"""Ramp-ups, learning-rate schedules and EMA teachers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sonoseg.ssl.ema import ema_alpha, ema_update, make_ema_copy
+from sonoseg.ssl.ramps import consistency_weight, cosine_lr, poly_lr, sigmoid_rampup
+
+
+def test_sigmoid_rampup_values() -> None:
+    assert sigmoid_rampup(0, 100) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(50, 100) == pytest.approx(math.exp(-5 * 0.25))  # (1 - 1/2)^2 = 1/4
+    assert sigmoid_rampup(100, 100) == 1.0
+    assert sigmoid_rampup(1000, 100) == 1.0
+    assert sigmoid_rampup(0, 0) == 1.0 and sigmoid_rampup(7, 0) == 1.0
+    assert sigmoid_rampup(20, 40.0) == pytest.approx(math.exp(-1.25))  # fractional T from a fraction of steps
+    with pytest.raises(ValueError):
+        sigmoid_rampup(0, -1)
+
+
+def test_consistency_weight_scales_the_ramp() -> None:
+    assert consistency_weight(50, 0.1, 100) == pytest.approx(0.1 * math.exp(-1.25))
+    assert consistency_weight(200, 0.1, 100) == pytest.approx(0.1)
+
+
+def test_poly_and_cosine_lr() -> None:
+    assert poly_lr(0.01, 0, 100) == pytest.approx(0.01)
+    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 100, 100) == 0.0 and poly_lr(0.01, 150, 100) == 0.0
+    assert cosine_lr(1.0, 0, 100) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 50, 100) == pytest.approx(0.5)
+    assert cosine_lr(1.0, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    # Warm-up of 10: (t + 1) / 10, then cosine over the remaining 90 steps.
+    assert cosine_lr(1.0, 0, 100, warmup=10) == pytest.approx(0.1)
+    assert cosine_lr(1.0, 9, 100, warmup=10) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 10, 100, warmup=10) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 55, 100, warmup=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        cosine_lr(1.0, 0, 10, warmup=10)
+    with pytest.raises(ValueError):
+        poly_lr(1.0, 0, 0)
+
+
+def test_ema_alpha_schedule() -> None:
+    assert ema_alpha(0, 0.99) == 0.0
+    assert ema_alpha(1, 0.99) == 0.5
+    assert ema_alpha(9, 0.99) == pytest.approx(0.9)
+    assert ema_alpha(10_000, 0.99) == 0.99
+
+
+def test_ema_update_by_hand_and_copies_buffers() -> None:
+    student = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
+    teacher = make_ema_copy(student)
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in student.parameters())
+    with torch.no_grad():
+        teacher[0].weight.fill_(1.0)
+        student[0].weight.fill_(3.0)
+    student.train()(torch.tensor([[1.0], [2.0], [4.0]]))  # moves the student's BN running statistics
+    alpha = ema_update(teacher, student, step=1, decay=0.99)  # alpha = min(1 - 1/2, 0.99) = 0.5
+    assert alpha == 0.5
+    assert teacher[0].weight.item() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)  # 2.0
+    assert torch.equal(teacher[1].running_mean, student[1].running_mean)
+    assert torch.equal(teacher[1].running_var, student[1].running_var)
+    assert teacher[1].num_batches_tracked.item() == 1
+    assert student[0].weight.item() == 3.0  # the student is untouched
+    ema_update(teacher, student, step=0, decay=0.99)  # alpha 0: the teacher becomes the student
+    assert teacher[0].weight.item() == 3.0
+    with pytest.raises(ValueError):
+        ema_update(nn.Linear(1, 1), nn.Linear(1, 2, bias=False), 5, 0.99)
