@@ -3,6 +3,8 @@ conf/local) and `dvc repro` in a temporary git repository."""
 
 from __future__ import annotations
 
+import json
+import re
 import os
 import shutil
 import subprocess
@@ -15,8 +17,9 @@ from support.kedro_runs import PROJECT_ROOT
 from support.layouts import write_psfhs
 
 SMALL_SYNTHETIC = (
-    "ingestion.synthetic.n_images=24,ingestion.synthetic.generator.size=64,"
-    "ingestion.progress=false,validation.progress=false"
+    "ingestion.synthetic.n_images=40,ingestion.synthetic.generator.size=64,"
+    "ingestion.progress=false,validation.progress=false,splitting.label_ratio=0.3,"
+    "training.iterations=6,training.val_every=3,training.checkpoint_every=3,training.progress=false"
 )
 
 
@@ -46,15 +49,31 @@ def kedro(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
     return run_cli([sys.executable, "-m", "kedro", *args], cwd, env)
 
 
-def test_default_kedro_run_produces_the_data_half(project):
+def test_default_kedro_run_produces_data_and_a_tracked_model(project):
     kedro("run", "--params", SMALL_SYNTHETIC, cwd=project)
     manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
     splits = pd.read_csv(project / "data/03_primary/splits.csv")
-    assert len(manifest) == 24 and set(splits["sample_id"]) == set(manifest["sample_id"])
+    assert len(manifest) == 40 and set(splits["sample_id"]) == set(manifest["sample_id"])
     assert (project / "data/08_reporting/validation.json").is_file()
     assert (project / "data/08_reporting/quarantine.csv").is_file()
     assert (project / "data/08_reporting/gx_data_docs/index.html").is_file()
     assert (project / "data/08_reporting/validation_preview.png").stat().st_size > 10_000
+    assert (project / "data/06_models/hdc/best.pt").is_file() and (project / "data/06_models/hdc/last.pt").is_file()
+    summary = json.loads((project / "data/08_reporting/training_summary.json").read_text())
+    assert summary["method"] == "hdc" and summary["iterations"] == 6
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("sonoseg").experiment_id])
+    assert run.data.params["training.method"] == "hdc"
+    assert run.data.tags["data_version"] == summary["data_version"]
+    assert re.fullmatch(r"[0-9a-f]{40}|unknown", run.data.tags["git_commit"])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/dice")] == [3, 6]
+    assert len(client.get_metric_history(run.info.run_id, "train/total")) == 6
+    assert run.data.metrics["best_val_dice"] == pytest.approx(summary["best_val_dice"])
+    artifacts = {a.path for folder in ("checkpoints", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
+    assert artifacts == {"checkpoints/best.pt", "plots/learning_curve.png"}
 
 
 def test_environment_presets_the_source_and_params_point_anywhere(project, tmp_path):

@@ -53,7 +53,7 @@ def choose_device(requested: str) -> torch.device:
     """CUDA if present, then MPS, then CPU for ``auto``; an explicit request must be available."""
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -61,6 +61,18 @@ def choose_device(requested: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("training.device is 'cuda' but no CUDA device is available: use 'auto' or 'cpu'")
     return device
+
+
+def init_distributed_from_env(device: torch.device) -> bool:
+    """Join the process group that ``torchrun`` describes (WORLD_SIZE > 1); True when distributed."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return True
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
@@ -104,7 +116,9 @@ class Trainer:
         self.tracker = tracker or NullTracker()
         self.on_iteration = on_iteration
         self.device = choose_device(config.device)
-        self.distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if self.device.type == "cuda" and "LOCAL_RANK" in os.environ:
+            self.device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        self.distributed = init_distributed_from_env(self.device)
         self.rank = torch.distributed.get_rank() if self.distributed else 0
         torch.manual_seed(config.seed)
         self.method: Method = build_method(config.method, method_settings, config.model, num_classes).to(self.device)
