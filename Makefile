@@ -37,6 +37,8 @@ repro: setup
 
 benchmark: setup
 	$(BIN)/python benchmarks/ingestion.py
+	$(BIN)/python benchmarks/training_speed.py
+	$(BIN)/python benchmarks/synthetic_methods.py
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep -delete

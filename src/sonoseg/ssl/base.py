@@ -144,6 +144,14 @@ class Method(ABC):
         images, masks = weak_augment(batch.images, batch.masks, generator=context.generator)
         return Batch(images, masks)
 
+    def supervised(self, labelled: Batch, context: StepContext, *roles: str) -> tuple[Batch, Tensor]:
+        """The weak view of the labelled batch, and the supervised loss of each role on it, summed."""
+        from sonoseg.ssl.losses import supervised_loss
+
+        labelled = self.weak_view(labelled, context)
+        loss = sum(supervised_loss(self.run(role, labelled.images), labelled.masks) for role in roles or ("student",))
+        return labelled, loss
+
     def after_step(self, context: StepContext) -> None:
         """Updates after the optimiser step (EMA teachers); nothing by default."""
 

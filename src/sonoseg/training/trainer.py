@@ -280,7 +280,7 @@ class Trainer:
             self.scaler.update()
             self.method.after_step(context)
 
-            record = {"iteration": iteration + 1, "lr": lr, **{k: float(v) for k, v in losses.items()}}
+            record = {"iteration": iteration + 1, "lr": lr, **{k: float(v.detach()) for k, v in losses.items()}}
             history.append(record)
             bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k not in ("iteration", "lr")}, refresh=False)
             if self.rank == 0:

@@ -15,7 +15,7 @@ from sonoseg.ssl.base import method_class
 from sonoseg.training.config import TrainerConfig
 from sonoseg.training.data import training_sets
 from sonoseg.training.trainer import Trainer, summarise
-from sonoseg.training.tracking import MlflowTracker, NullTracker
+from sonoseg.training.tracking import MlflowTracker
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,12 @@ def train_model(
     sets = training_sets(
         manifest, splits, SampleStore(store_dir), config.input_size, use_all_labels=method_class(config.method).uses_all_labels
     )
-    run = mlflow.active_run()
+    trainer = Trainer(config, options.get(config.method) or {}, num_classes)
+    run = mlflow.active_run() if trainer.rank == 0 else None  # under DDP only rank 0 reports
     version = data_version(manifest)
     if run is not None:
         mlflow.set_tags({"data_version": version, "git_commit": git_commit(), "method": config.method})
-    trainer = Trainer(config, options.get(config.method) or {}, num_classes, MlflowTracker() if run else NullTracker())
+        trainer.tracker = MlflowTracker()
     result = trainer.fit(sets)
     if run is not None and result.best_checkpoint.is_file():
         mlflow.log_artifact(str(result.best_checkpoint), artifact_path="checkpoints")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import soft_dice_loss, supervised_loss
+from sonoseg.ssl.losses import soft_dice_loss
 
 
 @register_method
@@ -42,10 +42,7 @@ class CoTraining(Method):
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
         s = self.settings
-        labelled = self.weak_view(labelled, context)
-        sup = supervised_loss(self.run("student", labelled.images), labelled.masks) + supervised_loss(
-            self.run("scratch", labelled.images), labelled.masks
-        )
+        _, sup = self.supervised(labelled, context, "student", "scratch")
         share = self.pseudo_share(context)
         count = 0 if unlabelled is None else math.ceil(share * len(unlabelled))
         if count == 0:

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import supervised_loss
 from sonoseg.ssl.ramps import consistency_weight
 
 
@@ -26,10 +25,7 @@ class CrossPseudoSupervision(Method):
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
         s = self.settings
-        labelled = self.weak_view(labelled, context)
-        sup = supervised_loss(self.run("student", labelled.images), labelled.masks) + supervised_loss(
-            self.run("peer", labelled.images), labelled.masks
-        )
+        labelled, sup = self.supervised(labelled, context, "student", "peer")
         if unlabelled is None:
             return {"total": sup, "sup": sup}
         images = torch.cat([labelled.images, unlabelled.images])

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import confidence_masked_ce, supervised_loss
+from sonoseg.ssl.losses import confidence_masked_ce
 
 
 @register_method
@@ -23,8 +23,7 @@ class FixMatch(Method):
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
         s = self.settings
-        labelled = self.weak_view(labelled, context)
-        sup = supervised_loss(self.run("student", labelled.images), labelled.masks)
+        _, sup = self.supervised(labelled, context)
         if unlabelled is None:
             return {"total": sup, "sup": sup}
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)

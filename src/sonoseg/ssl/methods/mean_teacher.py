@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.ema import ema_update, make_ema_copy
-from sonoseg.ssl.losses import softmax_mse, supervised_loss
+from sonoseg.ssl.losses import softmax_mse
 from sonoseg.ssl.noise import gaussian_input_noise
 from sonoseg.ssl.ramps import consistency_weight
 
@@ -24,8 +24,7 @@ class MeanTeacher(Method):
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
         s = self.settings
-        labelled = self.weak_view(labelled, context)
-        sup = supervised_loss(self.run("student", labelled.images), labelled.masks)
+        _, sup = self.supervised(labelled, context)
         if unlabelled is None:
             return {"total": sup, "sup": sup}
         noisy = gaussian_input_noise(unlabelled.images, s["noise_sigma"], s["noise_clip"], generator=context.generator)

@@ -6,7 +6,6 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import supervised_loss
 
 
 @register_method
@@ -18,8 +17,7 @@ class Supervised(Method):
         return {"student": self.network()}
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
-        labelled = self.weak_view(labelled, context)
-        loss = supervised_loss(self.run("student", labelled.images), labelled.masks)
+        _, loss = self.supervised(labelled, context)
         return {"total": loss, "sup": loss}
 
 
