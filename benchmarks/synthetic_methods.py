@@ -59,6 +59,11 @@ def main() -> None:
             logger.info("%s", rows[-1])
     setting = {k: params[k] for k in ("iterations", "input_size", "labelled_batch", "unlabelled_batch", "lr", "model", "seed")}
     args.out.mkdir(parents=True, exist_ok=True)
+    previous = args.out / "synthetic_methods.json"
+    if previous.is_file() and json.loads(previous.read_text())["setting"] == setting:  # re-run methods replace their rows
+        fresh = {r["method"] for r in rows}
+        kept = [r for r in json.loads(previous.read_text())["methods"] if r["method"] not in fresh]
+        rows = sorted(kept + rows, key=lambda r: METHODS.index(r["method"]) if r["method"] in METHODS else len(METHODS))
     (args.out / "synthetic_methods.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
     lines = [f"Setting: {json.dumps(setting)}; {rows[0]['n_labelled']} labelled, {rows[0]['n_unlabelled']} unlabelled, "
              f"{rows[0]['n_val']} val samples (fully_supervised sees every training mask).", "",

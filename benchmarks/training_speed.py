@@ -7,8 +7,8 @@ Run: ``.venv/bin/python benchmarks/training_speed.py`` (``--gpu`` on a CUDA mach
 
 Each method runs in a fresh subprocess (so its peak memory is its own) on a synthetic sample store:
 ``--warmup`` steps, then ``--steps`` timed steps; the time is the median step. Peak memory is the
-process's peak RSS growth over the state after the warm-up on the CPU, and
-``torch.cuda.max_memory_allocated`` on the GPU.
+process's peak RSS growth over the state before the networks are built (weights, optimiser state and
+activations) on the CPU, and ``torch.cuda.max_memory_allocated`` after the warm-up on the GPU.
 """
 
 from __future__ import annotations
@@ -78,7 +78,6 @@ def measure(method: str, store_dir: str, size: int, model: dict, batch: int, war
                 torch.cuda.synchronize()
             now = time.perf_counter()
             if done == warmup:
-                clock["rss"] = _rss_mb()
                 if cuda:
                     torch.cuda.reset_peak_memory_stats()
                     sampler.start()
@@ -87,6 +86,7 @@ def measure(method: str, store_dir: str, size: int, model: dict, batch: int, war
             clock["last"] = now
 
         sampler = _GpuSampler(torch.cuda.current_device()) if cuda else None
+        clock["rss"] = _rss_mb()  # before the networks exist: the growth covers weights, optimiser and activations
         trainer = Trainer(config, {}, num_classes=3, on_iteration=on_iteration)
         sets = training_sets(manifest, splits, SampleStore(store_dir), size, trainer.method.uses_all_labels)
         # validation at the end is not part of the step time: patch it out of the measurement

@@ -27,7 +27,7 @@ def _worker(rank: int, world: int, port: int, method: str, root: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        manifest, splits, store = tiny_store(Path(root) / "data")
+        manifest, splits, store = tiny_store(Path(root) / f"data{rank}")  # identical content, no shared writes
         trainer = make_trainer(method, Path(root) / f"models_rank{rank}", iterations=3, checkpoint_every=3, val_every=3)
         assert trainer.distributed and trainer.rank == rank
         trainer.fit(training_sets(manifest, splits, store, trainer.config.input_size))
@@ -39,9 +39,6 @@ def _worker(rank: int, world: int, port: int, method: str, root: str) -> None:
 
 def test_two_cpu_ranks_end_with_identical_weights_and_one_writer(tmp_path):
     method = "hdc"  # two decoders, EMA teachers and two forward passes per step
-    from support.training import tiny_store
-
-    tiny_store(tmp_path / "data")  # written once, before the ranks read it
     mp.start_processes(_worker, args=(2, _free_port(), method, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
     rank0, rank1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     trained = [k for k, v in rank0.items() if v.is_floating_point() and "running" not in k]

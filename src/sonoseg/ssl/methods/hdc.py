@@ -56,23 +56,28 @@ class HierarchicalDistillation(Method):
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
         s = self.settings
         labelled = self.weak_view(labelled, context)
-        main, noisy, _ = self.run("student", labelled.images, route="forward_dual")
-        sup = supervised_loss(main, labelled.masks) + supervised_loss(noisy, labelled.masks)
+        n = len(labelled)
         if unlabelled is None:
+            main, noisy, _ = self.run("student", labelled.images, route="forward_dual")
+            sup = supervised_loss(main, labelled.masks) + supervised_loss(noisy, labelled.masks)
             return {"total": sup, "sup": sup}
 
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
         strong = strong_augment(weak, generator=context.generator)  # photometric: aligned with the weak view
-        with torch.no_grad():
-            teacher_main, _, teacher_features = self.run("teacher", weak, route="forward_dual", perturb=False)
-            teacher_probs = torch.softmax(teacher_main.float(), 1)
+        with torch.no_grad():  # the teacher needs its main decoder and encoder features only
+            teacher_features = self.run("teacher", weak, route="encode")
+            teacher_logits = self.run("teacher", self.run("teacher", teacher_features, route="decode"), route="head")
+            teacher_probs = torch.softmax(teacher_logits.float(), 1)
             teacher_proj = self.run("teacher_projector", teacher_features[-1])
-        main, noisy, features = self.run("student", strong, route="forward_dual")
+        # one student pass over labelled and strong unlabelled images together
+        main, noisy, features = self.run("student", torch.cat([labelled.images, strong]), route="forward_dual")
+        sup = supervised_loss(main[:n], labelled.masks) + supervised_loss(noisy[:n], labelled.masks)
+        main, noisy = main[n:], noisy[n:]
         pix = confidence_masked_ce(main, teacher_probs, s["threshold"])[0] + confidence_masked_ce(
             noisy, teacher_probs, s["threshold"]
         )[0]
         cg = correlation_guidance_kl(
-            self.run("projector", features[-1]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
+            self.run("projector", features[-1][n:]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
         )
         mi = iic_mutual_information(torch.softmax(main.float(), 1), torch.softmax(noisy.float(), 1))
         weight = consistency_weight(context.iteration, s["w_max"], s["rampup_fraction"] * context.total_iterations)
