@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="CUDA, 256², DeepLabV3+/ResNet-50, AMP")
     parser.add_argument("--methods", nargs="*", default=METHODS)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
