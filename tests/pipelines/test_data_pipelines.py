@@ -150,9 +150,7 @@ def test_s3_source_without_credentials_names_where_to_put_them(tmp_path):
     from sonoseg.io.s3 import resolve_s3_settings
 
     params = params_for(tmp_path, source="s3", path="s3://scans/psfhs")
-    try:
+    with pytest.raises(SourceError) as missing:
         resolve_s3_settings(None, {})
-    except SourceError as err:
-        missing = err
     with pytest.raises(Exception, match="conf/local/credentials.yml"):
-        run(ingestion_pipeline(), params, missing)
+        run(ingestion_pipeline(), params, missing.value)

@@ -24,8 +24,8 @@ def stem(path: Path | str) -> str:
     return name[: len(name) - len(ext)] if ext else name
 
 
-def read_array(path: Path) -> tuple[np.ndarray, tuple[float, ...] | None]:
-    """Read any supported file into a numpy array, plus its pixel spacing (row, col, ...) when the
+def read_array(path: Path) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """Read any supported file into a numpy array, plus its pixel spacing (row, col) when the
     file carries a real one. ITK's default spacing of exactly 1 is a placeholder, not a measurement,
     so it is reported as unknown.
 

@@ -79,7 +79,7 @@ class Reader(ABC):
         if ref.mask_file is not None:
             raw_mask, _ = read_array(Path(ref.mask_file))
             mask = self.prepare_mask(to_label_2d(raw_mask, ref.mask_file, self.mask_remap), ref.mask_file)
-        spacing = ref.spacing_mm if ref.spacing_mm is not None else self.file_spacing(file_spacing)
+        spacing = ref.spacing_mm if ref.spacing_mm is not None else file_spacing
         return RawSample(
             sample_id=ref.sample_id,
             image=image,
@@ -93,10 +93,6 @@ class Reader(ABC):
     def prepare_mask(self, mask: np.ndarray, file: str) -> np.ndarray:
         """Hook for layouts whose masks need more than decoding (HC18 outlines)."""
         return mask
-
-    def file_spacing(self, spacing: tuple[float, ...] | None) -> tuple[float, float] | None:
-        """The spacing to record from the file header; ``None`` where the header is known to lie."""
-        return None if spacing is None else (spacing[0], spacing[1])
 
 
 def _pair_by_stem(
@@ -125,7 +121,7 @@ def _list_files(folder: Path, extensions: tuple[str, ...], source: str) -> tuple
 
 class PsfhsReader(Reader):
     """PSFHS: ``image_mha/NNNNN.mha`` (3 identical planes) + ``label_mha/NNNNN.mha`` (0/1/2).
-    The release's MetaImage spacing is a placeholder of 1 mm, so spacing is unknown."""
+    The release's MetaImage spacing is ITK's placeholder of 1, which ``read_array`` reports as unknown."""
 
     name = "psfhs"
 
@@ -136,9 +132,6 @@ class PsfhsReader(Reader):
         pairs, orphans = _pair_by_stem(self.name, images, masks)
         refs = [SampleRef(f"psfhs-{stem(i)}", str(i), str(m) if m else None) for i, m in pairs]
         return ScanResult(refs, rejected_images + rejected_masks + orphans)
-
-    def file_spacing(self, spacing: tuple[float, ...] | None) -> None:
-        return None
 
 
 class Hc18Reader(Reader):

@@ -112,11 +112,11 @@ class SampleStore:
             np.save(handle, array, allow_pickle=False)
         os.replace(partial, target)
 
-    def load(self, relative: str, mmap: bool = True) -> np.ndarray:
-        """One stored array, memory-mapped by default. Raises ``SampleError`` if it cannot be read."""
+    def load(self, relative: str) -> np.ndarray:
+        """One stored array, memory-mapped. Raises ``SampleError`` if it cannot be read."""
         path = self.root / relative
         try:
-            return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+            return np.load(path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, EOFError) as err:
             raise SampleError(str(path), f"stored array cannot be read ({err})") from err
 

@@ -26,13 +26,19 @@ def register_method(cls: type[Method]) -> type[Method]:
     return cls
 
 
+def registered_methods() -> dict[str, type[Method]]:
+    """Every method, by name (importing the method modules registers them)."""
+    import sonoseg.ssl.methods  # noqa: F401
+
+    return METHODS
+
+
 def method_class(name: str) -> type[Method]:
     """The registered method class called ``name``."""
-    import sonoseg.ssl.methods  # noqa: F401  (registers every method module)
-
-    if name not in METHODS:
-        raise ValueError(f"training.method is '{name}': expected one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    methods = registered_methods()
+    if name not in methods:
+        raise ValueError(f"training.method is '{name}': expected one of {', '.join(sorted(methods))}")
+    return methods[name]
 
 
 def build_method(name: str, settings: Mapping[str, Any], model: Mapping[str, Any], num_classes: int) -> Method:

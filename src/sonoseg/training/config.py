@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from sonoseg.ssl.base import METHODS
+from sonoseg.ssl.base import registered_methods
 
 
 @dataclass(frozen=True)
@@ -73,9 +73,7 @@ class TrainerConfig:
     def from_params(cls, params: Mapping[str, Any]) -> TrainerConfig:
         """From the ``training`` parameters; per-method blocks (``training.<method>``) are skipped."""
         known = {f.name for f in fields(cls)}
-        import sonoseg.ssl.methods  # noqa: F401  (registers the methods, whose blocks are skipped)
-
-        unknown = set(params) - known - set(METHODS)
+        unknown = set(params) - known - set(registered_methods())
         if unknown:
             raise ValueError(f"training has unknown settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{k: v for k, v in params.items() if k in known})
