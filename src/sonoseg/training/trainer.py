@@ -31,7 +31,7 @@ from sonoseg.training.tracking import NullTracker, Tracker
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: records input_size, so a checkpoint alone can predict
 
 
 class TrainingDiverged(RuntimeError):
@@ -164,6 +164,7 @@ class Trainer:
             "val_history": val_history,
             "num_classes": self.num_classes,
             "model": dict(self.config.model),
+            "input_size": self.config.input_size,
             "settings": dict(self.method.settings),
         }
 

@@ -52,9 +52,9 @@ def train_model(
     )
     trainer = Trainer(config, options.get(config.method) or {}, num_classes)
     run = mlflow.active_run() if trainer.rank == 0 else None  # under DDP only rank 0 reports
-    version = data_version(manifest)
+    version, commit = data_version(manifest), git_commit()
     if run is not None:
-        mlflow.set_tags({"data_version": version, "git_commit": git_commit(), "method": config.method})
+        mlflow.set_tags({"data_version": version, "git_commit": commit, "method": config.method})
         trainer.tracker = MlflowTracker()
     result = trainer.fit(sets)
     if run is not None and result.best_checkpoint.is_file():
@@ -72,6 +72,9 @@ def train_model(
         "n_val": len(sets.val),
         "device": str(trainer.device),
         "data_version": version,
+        "git_commit": commit,
+        "input_size": config.input_size,
+        "mlflow_run_id": run.info.run_id if run is not None else None,
         "losses": summarise(result.history),
         "val_history": result.val_history,
     }
