@@ -78,6 +78,15 @@ def describe(sample: RawSample, classes: Mapping[int, str]) -> dict:
     return row
 
 
+def samples_digest(manifest: pd.DataFrame) -> str:
+    """A sha256 over the samples' ids and pixel hashes, in order: the data version a model saw, or the
+    identity of a split (two evaluations are comparable only on the same test digest)."""
+    digest = hashlib.sha256()
+    for sample_id, sha in zip(manifest["sample_id"], manifest["sha256"]):
+        digest.update(f"{sample_id}:{sha}\n".encode())
+    return digest.hexdigest()
+
+
 class SampleStore:
     """Per-sample ``.npy`` files under ``root/images`` and ``root/masks``; paths in the manifest are
     relative to ``root`` so the store can move as a whole (e.g. under DVC)."""

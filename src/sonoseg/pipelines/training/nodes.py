@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import subprocess
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from sonoseg.evaluation.plots import learning_curves
-from sonoseg.io.store import SampleStore
+from sonoseg.io.store import SampleStore, samples_digest
 from sonoseg.ssl.base import method_class
 from sonoseg.training.config import TrainerConfig
 from sonoseg.training.data import training_sets
@@ -18,14 +17,6 @@ from sonoseg.training.trainer import Trainer, summarise
 from sonoseg.training.tracking import MlflowTracker
 
 logger = logging.getLogger(__name__)
-
-
-def data_version(manifest: pd.DataFrame) -> str:
-    """A hash of the samples the model saw: their ids and pixel hashes, in order."""
-    digest = hashlib.sha256()
-    for sample_id, sha in zip(manifest["sample_id"], manifest["sha256"]):
-        digest.update(f"{sample_id}:{sha}\n".encode())
-    return digest.hexdigest()
 
 
 def git_commit() -> str:
@@ -52,7 +43,7 @@ def train_model(
     )
     trainer = Trainer(config, options.get(config.method) or {}, num_classes)
     run = mlflow.active_run() if trainer.rank == 0 else None  # under DDP only rank 0 reports
-    version, commit = data_version(manifest), git_commit()
+    version, commit = samples_digest(manifest), git_commit()
     if run is not None:
         mlflow.set_tags({"data_version": version, "git_commit": commit, "method": config.method})
         trainer.tracker = MlflowTracker()
