@@ -24,7 +24,8 @@ def evaluated(tmp_path_factory):
     try:
         manifest, splits, store = tiny_store(tmp_path / "store")
         _, result = train("supervised", tmp_path / "store", tmp_path / "models")
-        with mlflow.start_run() as run:
+        experiment = mlflow.create_experiment("evaluation", artifact_location=(tmp_path / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment) as run:
             pass
         summary = {"method": "supervised", "best_checkpoint": str(result.best_checkpoint), "mlflow_run_id": run.info.run_id}
         params = base_parameters()
