@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-logger = logging.getLogger("sonoseg.cli")
+logger = logging.getLogger("sonoseg.console")
 
 METRICS_COLUMNS = ["case_id", "class", "dice", "iou", "hd95", "assd", "unit"]
 BIOMETRY_COLUMNS = ["file", "aop_deg", "hsd", "hc", "unit", "note"]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from sonoseg.cli import main
+from sonoseg.console import main
 
 
 def square(size: int, top: int, left: int, side: int, label: int = 1) -> np.ndarray:
