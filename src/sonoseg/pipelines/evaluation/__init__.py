@@ -1,4 +1,4 @@
-"""Evaluation: any registered semi-supervised method on the current splits."""
+"""Evaluation: the test split, predicted once with the best-on-val checkpoint and scored."""
 
 from .pipeline import create_pipeline
 
