@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export KEDRO_LOGGING_CONFIG := $(CURDIR)/conf/logging.yml
 
-.PHONY: setup run test test-all repro benchmark clean-data
+.PHONY: setup run test test-all repro benchmark review clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ benchmark: setup
 	$(BIN)/python benchmarks/ingestion.py
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/synthetic_methods.py
+
+# The MLflow UI on the project's store, local only: Models → sonoseg → compare versions (README).
+review: setup
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean-data:
 	find data -mindepth 2 ! -name .gitkeep -delete

@@ -120,3 +120,27 @@ def test_the_console_script_is_installed_and_answers_help():
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert all(command in result.stdout for command in ("metrics", "biometry", "predict"))
+
+
+def test_predict_with_a_checkpoint_writes_masks_and_biometry(tmp_path, capsys):
+    from support.training import train
+
+    _, result = train("supervised", tmp_path / "store", tmp_path / "models")
+    image = write_png(tmp_path / "images" / "scan.png", np.random.default_rng(0).integers(0, 256, (40, 56), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(result.best_checkpoint), str(image), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "biometry.csv")
+    assert list(table.columns[:2]) == ["file", "mask_path"] and len(table) == 1
+    mask = cv2.imread(table["mask_path"][0], cv2.IMREAD_UNCHANGED)
+    assert mask.shape == (40, 56) and mask.max() <= 2
+    assert "scan.png" in capsys.readouterr().out
+
+
+def test_predict_names_a_bad_image_and_exits_2(tmp_path, caplog):
+    from support.training import train
+
+    _, result = train("supervised", tmp_path / "store", tmp_path / "models")
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["predict", "--model", str(result.best_checkpoint), str(bad), "--out", str(tmp_path / "out")]) == 2
+    assert "bad.png" in caplog.text

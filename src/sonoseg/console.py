@@ -121,7 +121,10 @@ def run_predict(args: argparse.Namespace) -> int:
         if not Path(name).is_file():
             raise InputError(f"{name}: no such image file")
     out = Path(args.out)
-    table = predict_files(args.model, [Path(p) for p in args.images], out, tracking_uri=args.tracking_uri)
+    try:
+        table = predict_files(args.model, [Path(p) for p in args.images], out, tracking_uri=args.tracking_uri)
+    except (ValueError, FileNotFoundError) as err:  # a row's image cannot be decoded, or the model is missing
+        raise InputError(str(err)) from err
     table.to_csv(out / "biometry.csv", index=False)
     pd.DataFrame(table, columns=["file", "mask_path", *BIOMETRY_COLUMNS[1:]]).to_csv(sys.stdout, index=False, float_format="%.4f")
     return 0

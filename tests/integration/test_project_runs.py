@@ -75,6 +75,16 @@ def test_default_kedro_run_produces_data_and_a_tracked_model(project):
     artifacts = {a.path for folder in ("checkpoints", "plots") for a in client.list_artifacts(run.info.run_id, folder)}
     assert artifacts == {"checkpoints/best.pt", "plots/learning_curve.png"}
 
+    # evaluation on test, logged to the training run, then registration: the first model becomes champion
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert run.data.metrics["test/dice_mean"] == pytest.approx(metrics["dice_mean"])
+    for figure in ("evaluation_overlays", "metric_distributions", "biometry_agreement"):
+        assert (project / f"data/08_reporting/{figure}.png").stat().st_size > 10_000
+    promotion = json.loads((project / "data/08_reporting/promotion.json").read_text())
+    assert promotion["decision"] == "promoted" and promotion["champion_version_after"] == 1
+    champion = client.get_model_version_by_alias("sonoseg", "champion")
+    assert champion.version == "1" and champion.run_id == run.info.run_id
+
 
 def test_environment_presets_the_source_and_params_point_anywhere(project, tmp_path):
     write_psfhs(tmp_path / "psfhs", n=3)

@@ -37,7 +37,7 @@ def evaluated(tmp_path_factory):
         outputs = run_in_memory(create_pipeline(), inputs)
         yield outputs, manifest, splits, run.info.run_id, tmp_path
     finally:
-        mlflow.set_tracking_uri("")
+        mlflow.set_tracking_uri(None)
 
 
 def test_only_the_test_split_is_predicted_at_the_original_size(evaluated):

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sonoseg.models.base import SegmentationNet
+from sonoseg.ssl.noise import Perturbation
 
 __all__ = ["DualDecoderNet", "SDMHead", "SDMNet", "with_sdm_head", "ProjectionHead"]
 
@@ -66,9 +67,23 @@ class DualDecoderNet(_Shared):
             load_pretrained(self, pretrained, prefix=prefix)
 
     def perturb(self, features: list[Tensor]) -> list[Tensor]:
-        """The perturbation applied to each encoder map (identity when ``perturbation`` is None)."""
+        """The perturbation applied to each encoder map (identity when ``perturbation`` is None).
+
+        A ``vat`` perturbation gets one adversarial direction for all maps jointly, found through the
+        noisy decoder and head (its ε is the norm per sample over every map): as CCT's VAT decoder,
+        at the cost of two extra noisy-decoder passes and one backward through it."""
         if self.perturbation is None:
             return list(features)
+        if isinstance(self.perturbation, Perturbation) and self.perturbation.name == "vat":
+            shapes = [f.shape[1:] for f in features]
+            sizes = [f[0].numel() for f in features]
+
+            def unflatten(flat: Tensor) -> list[Tensor]:
+                return [part.reshape(-1, *shape) for part, shape in zip(flat.split(sizes, dim=1), shapes)]
+
+            flat = torch.cat([f.flatten(1) for f in features], dim=1)
+            noisy_logits = lambda x: self.noisy_head(self.noisy_decoder(unflatten(x)))  # noqa: E731
+            return unflatten(self.perturbation(flat, forward_fn=noisy_logits))
         return [self.perturbation(f) for f in features]
 
     def forward(self, x: Tensor) -> Tensor:

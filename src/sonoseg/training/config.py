@@ -71,9 +71,10 @@ class TrainerConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrainerConfig:
-        """From the ``training`` parameters; per-method blocks (``training.<method>``) are skipped."""
+        """From the ``training`` parameters; per-method blocks (``training.<method>``) and
+        ``use_tuned`` (applied by the training pipeline before this) are skipped."""
         known = {f.name for f in fields(cls)}
-        unknown = set(params) - known - set(registered_methods())
+        unknown = set(params) - known - set(registered_methods()) - {"use_tuned"}
         if unknown:
             raise ValueError(f"training has unknown settings {sorted(unknown)}; known: {sorted(known)}")
         return cls(**{k: v for k, v in params.items() if k in known})

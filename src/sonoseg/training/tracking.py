@@ -22,10 +22,12 @@ class NullTracker:
 
 
 class MlflowTracker:
-    """Logs to the active MLflow run, batching steps so that a sqlite store is not hit every step."""
+    """Logs to the run ``run_id`` (default: the active MLflow run), batching steps so that a sqlite
+    store is not hit every step."""
 
-    def __init__(self, flush_every: int = 25) -> None:
+    def __init__(self, flush_every: int = 25, run_id: str | None = None) -> None:
         self.flush_every = flush_every
+        self.run_id = run_id
         self._pending: list = []
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -42,6 +44,7 @@ class MlflowTracker:
         import mlflow
 
         run = mlflow.active_run()
-        if run is not None and self._pending:
-            mlflow.MlflowClient().log_batch(run.info.run_id, metrics=self._pending)
+        run_id = self.run_id or (run.info.run_id if run is not None else None)
+        if run_id is not None and self._pending:
+            mlflow.MlflowClient().log_batch(run_id, metrics=self._pending)
         self._pending = []

@@ -15,8 +15,11 @@ from sonoseg.training.config import TrainerConfig
 from sonoseg.training.data import training_sets
 from sonoseg.training.trainer import Trainer, summarise
 from sonoseg.training.tracking import MlflowTracker
+from sonoseg.tuning.report import apply_tuned
 
 logger = logging.getLogger(__name__)
+
+TUNED_PARAMS_FILE = "data/05_model_input/tuned_params.yml"  # where conf/base/catalog.yml keeps it
 
 
 def git_commit() -> str:
@@ -27,15 +30,28 @@ def git_commit() -> str:
 
 
 def train_model(
-    manifest: pd.DataFrame, splits: pd.DataFrame, dataset_info: dict[str, Any], options: dict[str, Any], store_dir: str
+    manifest: pd.DataFrame,
+    splits: pd.DataFrame,
+    dataset_info: dict[str, Any],
+    options: dict[str, Any],
+    store_dir: str,
+    tuned: dict[str, Any],
 ) -> tuple[dict[str, Any], Any]:
     """Train ``training.method`` on the splits; return a summary and the learning-curve figure.
 
-    Within an MLflow run (kedro-mlflow opens one) it also logs per-iteration losses, val Dice, the
-    data version, the git commit and the best checkpoint.
+    With ``training.use_tuned`` the tuned params (``tuned``, the file the tuning pipeline wrote; ``{}``
+    when there is none) are applied over ``options`` first. Within an MLflow run (kedro-mlflow opens
+    one) it also logs per-iteration losses, val Dice, the data version, the git commit, the tuned
+    values and the best checkpoint.
     """
     import mlflow
 
+    tuned_from = None
+    if options.get("use_tuned"):
+        options = apply_tuned(options, tuned, source=f"the tuned_params dataset ({TUNED_PARAMS_FILE})")
+        tuned_from = {"study_name": tuned["study_name"], "trial_number": tuned["trial_number"]}
+        logger.info("Training with the params of trial %s of study '%s' (val Dice %.4f): %s",
+                    tuned["trial_number"], tuned["study_name"], tuned["best_value"], tuned["params"])  # fmt: skip
     config = TrainerConfig.from_params(options)
     num_classes = len(dataset_info["classes"])
     sets = training_sets(
@@ -46,6 +62,9 @@ def train_model(
     version, commit = samples_digest(manifest), git_commit()
     if run is not None:
         mlflow.set_tags({"data_version": version, "git_commit": commit, "method": config.method})
+        if tuned_from is not None:
+            mlflow.set_tags({"tuned_study": tuned["study_name"], "tuned_trial": tuned["trial_number"]})
+            mlflow.log_params({f"tuned.{path}": value for path, value in tuned["params"].items()})
         trainer.tracker = MlflowTracker()
     result = trainer.fit(sets)
     if run is not None and result.best_checkpoint.is_file():
@@ -65,6 +84,7 @@ def train_model(
         "data_version": version,
         "git_commit": commit,
         "input_size": config.input_size,
+        "tuned_from": tuned_from,
         "mlflow_run_id": run.info.run_id if run is not None else None,
         "losses": summarise(result.history),
         "val_history": result.val_history,

@@ -10,7 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 train_model,
-                inputs=["validated_manifest", "splits", "dataset_info", "params:training", "params:ingestion.store_dir"],
+                inputs=["validated_manifest", "splits", "dataset_info", "params:training", "params:ingestion.store_dir",
+                        "tuned_params"],
                 outputs=["training_summary", "learning_curve"],
                 name="train_model",
             )

@@ -1,10 +1,13 @@
 """HDC, Hierarchical Distillation for multi-level noisy Consistency (DESIGN.md §4).
 
 An EMA teacher and a student with one shared encoder and two decoders (main, noisy). Noise comes
-at three levels: a weak view for the teacher, a strong view for the student, and a feature
-perturbation before the noisy decoder. Losses: supervised on both decoders; confidence-masked CE of
-both decoders against the teacher's argmax; correlation guidance (the student's feature affinity
-map follows the teacher's); and IIC mutual information between the two decoders.
+at three levels: a weak view for the teacher, a strong view for the student (optionally with
+Gaussian noise, ``input_noise_sigma``; 0 turns it off), and a feature perturbation before the noisy
+decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction found through the
+noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
+decoders; confidence-masked CE of both decoders against the teacher's argmax; correlation guidance
+(the student's feature affinity map follows the teacher's); and IIC mutual information between the
+two decoders.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.ema import ema_update, make_ema_copy
 from sonoseg.ssl.losses import confidence_masked_ce, correlation_guidance_kl, iic_mutual_information, supervised_loss
-from sonoseg.ssl.noise import make_perturbation
+from sonoseg.ssl.noise import gaussian_input_noise, make_perturbation
 from sonoseg.ssl.ramps import consistency_weight
 
 
@@ -31,8 +34,10 @@ class HierarchicalDistillation(Method):
         "lambda_pix": 1.0,
         "lambda_cg": 0.1,
         "lambda_mi": 0.1,
-        "perturbation": "uniform",  # uniform | dropout | attention | none
-        "perturbation_strength": 0.3,
+        "perturbation": "uniform",  # uniform | dropout | attention | vat | none
+        "perturbation_strength": 0.3,  # uniform: amplitude; dropout: p; vat: ε (attention, none: unused)
+        "input_noise_sigma": 0.0,  # Gaussian noise on the strong view; 0 keeps the strong view as it is
+        "input_noise_clip": 0.2,
         "cg_positions": 64,
         "cg_temperature": 0.1,
         "projection_dim": 32,
@@ -64,6 +69,8 @@ class HierarchicalDistillation(Method):
 
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
         strong = strong_augment(weak, generator=context.generator)  # photometric: aligned with the weak view
+        if s["input_noise_sigma"] > 0:  # skipped at 0 so that the generator's draws stay as they were
+            strong = gaussian_input_noise(strong, s["input_noise_sigma"], s["input_noise_clip"], generator=context.generator)
         with torch.no_grad():  # the teacher needs its main decoder and encoder features only
             teacher_features = self.run("teacher", weak, route="encode")
             teacher_logits = self.run("teacher", self.run("teacher", teacher_features, route="decode"), route="head")

@@ -36,13 +36,18 @@ class SimCVD(Method):
         "noise_sigma": 0.1,
         "noise_clip": 0.2,
         "patch_grid": 4,
+        "projection_dropout": 0.1,  # AlphaDropout p in the projection head
     }
 
     def build_networks(self) -> dict[str, nn.Module]:
         from sonoseg.models import ProjectionHead, with_sdm_head
 
         student = with_sdm_head(self.network())
-        projector = ProjectionHead(student.in_channels + self.num_classes - 1, patch_grid=self.settings["patch_grid"])
+        projector = ProjectionHead(
+            student.in_channels + self.num_classes - 1,
+            patch_grid=self.settings["patch_grid"],
+            alpha_dropout=self.settings["projection_dropout"],
+        )
         return {
             "student": student,
             "projector": projector,

@@ -1,0 +1,5 @@
+"""The tuning pipeline (opt-in): ``kedro run --pipelines tuning``."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

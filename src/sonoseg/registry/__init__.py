@@ -1,0 +1,1 @@
+"""MLflow model packaging (pyfunc), registration and the promotion gate."""

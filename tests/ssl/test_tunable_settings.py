@@ -1,0 +1,71 @@
+"""Settings added so the tuning search spaces are real: HDC's input noise and VAT perturbation, and
+SimCVD's projection dropout."""
+
+from __future__ import annotations
+
+import torch
+
+from sonoseg.models import DualDecoderNet
+from sonoseg.ssl.base import Batch, StepContext, build_method
+from sonoseg.ssl.methods import hdc as hdc_module
+from sonoseg.ssl.noise import make_perturbation
+
+MODEL = {"name": "unet_small"}
+
+
+def batches(seed: int = 0) -> tuple[Batch, Batch]:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(4, 1, 32, 32, generator=generator)
+    masks = torch.randint(0, 3, (2, 32, 32), generator=generator)
+    return Batch(images[:2], masks), Batch(images[2:])
+
+
+def hdc_losses(settings: dict) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    method = build_method("hdc", settings, MODEL, num_classes=3)
+    labelled, unlabelled = batches()
+    return method.losses(labelled, unlabelled, StepContext(5, 10, torch.Generator().manual_seed(1)))
+
+
+def test_hdc_input_noise_reaches_the_strong_view_only_when_sigma_is_positive(monkeypatch):
+    calls = []
+    original = hdc_module.gaussian_input_noise
+
+    def recording(x, sigma, clip, generator=None):
+        calls.append((tuple(x.shape), sigma, clip))
+        return original(x, sigma, clip, generator=generator)
+
+    monkeypatch.setattr(hdc_module, "gaussian_input_noise", recording)
+    default = hdc_losses({})
+    assert calls == []  # the default (0.0) leaves the strong view and the random draws as they were
+    assert torch.equal(hdc_losses({"input_noise_sigma": 0.0})["total"], default["total"])
+    noisy = hdc_losses({"input_noise_sigma": 0.15, "input_noise_clip": 0.3})
+    assert calls == [((2, 1, 32, 32), 0.15, 0.3)]  # the unlabelled strong view
+    assert not torch.equal(noisy["pix"], default["pix"])
+
+
+def test_vat_perturbs_all_encoder_maps_jointly_with_norm_eps():
+    torch.manual_seed(0)
+    dual = DualDecoderNet("unet_small", perturbation=make_perturbation("vat", strength=2.0), num_classes=3)
+    features = dual.encode(torch.rand(2, 1, 32, 32))
+    perturbed = dual.perturb(features)
+    assert [p.shape for p in perturbed] == [f.shape for f in features]
+    difference = torch.cat([(p - f).flatten(1) for p, f in zip(perturbed, features)], 1)
+    assert torch.allclose(difference.norm(dim=1), torch.full((2,), 2.0), atol=1e-4)
+    assert all(float((p - f).detach().abs().max()) > 0 for p, f in zip(perturbed, features))  # every map moves
+    assert all(p.grad is None for p in dual.parameters())  # finding the direction left no gradients
+    perturbed[-1].sum().backward()
+    assert any(p.grad is not None for p in dual.encoder.parameters())  # the encoder still learns through it
+
+
+def test_hdc_trains_with_a_vat_perturbation():
+    losses = hdc_losses({"perturbation": "vat", "perturbation_strength": 1.0})
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    assert not torch.equal(losses["mi"], hdc_losses({})["mi"])  # the noisy decoder saw other maps
+
+
+def test_simcvd_projection_dropout_is_a_setting():
+    method = build_method("simcvd", {"projection_dropout": 0.25}, MODEL, num_classes=3)
+    assert method.inner("projector").dropout.p == 0.25
+    assert build_method("simcvd", {}, MODEL, num_classes=3).inner("projector").dropout.p == 0.1
