@@ -83,7 +83,7 @@ def test_default_kedro_run_produces_data_and_a_tracked_model(project):
     promotion = json.loads((project / "data/08_reporting/promotion.json").read_text())
     assert promotion["decision"] == "promoted" and promotion["champion_version_after"] == 1
     champion = client.get_model_version_by_alias("sonoseg", "champion")
-    assert champion.version == "1" and champion.run_id == run.info.run_id
+    assert int(champion.version) == 1 and champion.run_id == run.info.run_id
 
 
 def test_environment_presets_the_source_and_params_point_anywhere(project, tmp_path):
