@@ -11,18 +11,20 @@ from sonoseg.tuning.space import SearchSpace
 from sonoseg.tuning.study import WorkerSettings
 
 
+DEFAULT_N_TRIALS = 20
+
+
 @dataclass(frozen=True)
 class TuningConfig:
     """Args:
     method: the method to tune (its search space is ``search_spaces[method]``).
-    n_trials: COMPLETE + PRUNED trials the study runs, over all workers.
     trial_iterations: training iterations of one trial (its budget).
     val_every: a trial validates (and reports to the pruner, and checkpoints) every N iterations.
     storage: sqlite URL, journal file (``.log``/``.journal``) or PostgreSQL URL (see ``tuning.storage``).
     study_name: the study's name in the storage (null: ``sonoseg-<method>``).
     pruner: median | hyperband | none, or ``{name: ..., median: {...}, hyperband: {...}}``.
-    seed, startup_trials, heartbeat_interval, grace_period, max_retry, max_failed_trials, progress:
-        see :class:`~sonoseg.tuning.study.WorkerSettings`.
+    worker: n_trials, seed, startup_trials, heartbeat_interval, grace_period, max_retry, max_failed_trials
+        and progress, given flat in the parameters: see :class:`~sonoseg.tuning.study.WorkerSettings`.
     trials_dir: trials train in ``<trials_dir>/<study_name>/trial_NNNN``.
     keep_checkpoints: keep finished trials' checkpoints (default: removed).
     torch_threads: CPU threads of this worker's torch (null: torch's default, all cores). With N
@@ -31,19 +33,12 @@ class TuningConfig:
     """
 
     method: str = "hdc"
-    n_trials: int = 20
+    worker: WorkerSettings = field(default_factory=lambda: WorkerSettings(n_trials=DEFAULT_N_TRIALS))
     trial_iterations: int = 150
     val_every: int = 25
     storage: str = "sqlite:///data/06_models/tuning/optuna.db"
     study_name: str | None = None
     pruner: Any = "median"
-    seed: int | None = 0
-    startup_trials: int = 5
-    heartbeat_interval: float = 10.0
-    grace_period: float = 60.0
-    max_retry: int = 2
-    max_failed_trials: int | None = None
-    progress: bool = True
     trials_dir: str = "data/06_models/tuning/trials"
     keep_checkpoints: bool = False
     torch_threads: int | None = None
@@ -62,11 +57,13 @@ class TuningConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TuningConfig:
-        known = {f.name for f in fields(cls)}
+        worker_keys = {f.name for f in fields(WorkerSettings)}
+        known = {f.name for f in fields(cls)} - {"worker"} | worker_keys
         unknown = set(params) - known
         if unknown:
             raise ValueError(f"tuning has unknown settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**params)
+        worker = WorkerSettings(**{"n_trials": DEFAULT_N_TRIALS, **{k: v for k, v in params.items() if k in worker_keys}})
+        return cls(worker=worker, **{k: v for k, v in params.items() if k not in worker_keys})
 
     @property
     def name(self) -> str:
@@ -79,10 +76,3 @@ class TuningConfig:
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_config(self.search_spaces[self.method], where=f"tuning.search_spaces.{self.method}")
-
-    def worker_settings(self) -> WorkerSettings:
-        return WorkerSettings(
-            n_trials=self.n_trials, seed=self.seed, startup_trials=self.startup_trials,
-            heartbeat_interval=self.heartbeat_interval, grace_period=self.grace_period, max_retry=self.max_retry,
-            max_failed_trials=self.max_failed_trials, progress=self.progress,
-        )  # fmt: skip

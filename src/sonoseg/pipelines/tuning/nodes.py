@@ -57,8 +57,8 @@ def tune_hyperparameters(
     runs = MlflowTrialRuns(study, config.method) if mlflow.active_run() is not None else None
     objective = TrainingObjective(space, base, sets, len(dataset_info["classes"]), config.study_dir,
                                   config.keep_checkpoints, runs)  # fmt: skip
-    ran = run_worker(study, objective, config.worker_settings(), catch=TRIAL_FAILURES, description=f"tune {config.method}")
-    report = study_report(study, space, config.n_trials, display_storage(config.storage))
+    ran = run_worker(study, objective, config.worker, catch=TRIAL_FAILURES, description=f"tune {config.method}")
+    report = study_report(study, space, config.worker.n_trials, display_storage(config.storage))
     logger.info("Study '%s': this worker ran %d trials; the study has %s; best %s",
                 config.name, ran, report["states"], report["best"])  # fmt: skip
     if runs is not None and report["best"] is not None:
