@@ -3,6 +3,7 @@
     sonoseg metrics PRED_DIR TRUTH_DIR [--spacing ROW_MM COL_MM] [--labels 1 2] --out metrics.csv
     sonoseg biometry MASK... [--spacing ROW_MM COL_MM] [--ps-label 1] [--fh-label 2]
     sonoseg predict --model models:/NAME@champion IMAGE... [--out DIR]
+    sonoseg sweep --set splitting.label_ratio=0.05,0.1 --set training.method=supervised,hdc --repeats 3
 
 Results go to stdout (tables, CSV); progress and problems go to the log (stderr). Bad input stops with
 one line naming the file and the problem, and exit status 2. Heavy libraries are imported only by the
@@ -12,6 +13,7 @@ subcommand that needs them, so ``sonoseg --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -130,6 +132,27 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sweep(args: argparse.Namespace) -> int:
+    from sonoseg import sweeps
+
+    try:
+        grid = sweeps.parse_grid(args.set)
+        runs = sweeps.run_sweep(grid, args.repeats, args.project, seed_key=args.seed_key, prefix=args.name,
+                         progress=not args.no_progress)  # fmt: skip
+    except sweeps.SweepError as err:
+        raise InputError(str(err)) from err
+    rows = sweeps.summarise(runs)
+    table = sweeps.markdown_table(rows, list(grid), args.metrics)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"grid": grid, "repeats": args.repeats, "seed_key": args.seed_key,
+                                                    "results": rows}, indent=2, allow_nan=False))  # fmt: skip
+    out.with_suffix(".md").write_text(table)
+    logger.info("Wrote %s and %s; `dvc exp show` lists the experiments", out.with_suffix(".json"), out.with_suffix(".md"))
+    sys.stdout.write(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sonoseg", description=__doc__.split("\n\n")[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
@@ -159,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", default="predictions", help="folder for the mask PNGs and biometry.csv (default: predictions)")
     predict.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)")
     predict.set_defaults(run=run_predict)
+
+    sweep = commands.add_parser("sweep", help="DVC experiments over parameter values and seeds, with mean ± std over seeds")
+    sweep.add_argument("--set", action="append", required=True, metavar="KEY=V1,V2",
+                       help="a Kedro parameter and the values to try; repeat for a grid")  # fmt: skip
+    sweep.add_argument("--repeats", type=int, default=1, help="seeds per combination: 0 .. N-1 (default 1)")
+    sweep.add_argument("--seed-key", default="training.seed", help="the parameter the seed goes to (default training.seed)")
+    sweep.add_argument("--metrics", nargs="+", default=["dice_mean", "iou_mean", "hd95_mean", "assd_mean"],
+                       help="metrics.json keys in the markdown table (the JSON holds every *_mean)")  # fmt: skip
+    sweep.add_argument("--out", default="data/08_reporting/sweep", help="writes OUT.json and OUT.md (default data/08_reporting/sweep)")
+    sweep.add_argument("--name", help="the experiments' name prefix (default sweep-<UTC time>)")
+    sweep.add_argument("--project", default=".", help="the project root (default: here)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sweep.set_defaults(run=run_sweep)
     return parser
 
 

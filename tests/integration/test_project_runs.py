@@ -1,5 +1,5 @@
 """Whole-project runs through the real CLIs: `kedro run` (default job, environments, credentials from
-conf/local) and `dvc repro` in a temporary git repository."""
+conf/local) and tests/integration/test_dvc_flow.py runs `dvc repro`."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_default_kedro_run_produces_data_and_a_tracked_model(project):
     assert (project / "data/08_reporting/quarantine.csv").is_file()
     assert (project / "data/08_reporting/gx_data_docs/index.html").is_file()
     assert (project / "data/08_reporting/validation_preview.png").stat().st_size > 10_000
-    assert (project / "data/06_models/hdc/best.pt").is_file() and (project / "data/06_models/hdc/last.pt").is_file()
+    assert (project / "data/06_models/checkpoints/hdc/best.pt").is_file() and (project / "data/06_models/checkpoints/hdc/last.pt").is_file()
     summary = json.loads((project / "data/08_reporting/training_summary.json").read_text())
     assert summary["method"] == "hdc" and summary["iterations"] == 6
 
@@ -128,26 +128,3 @@ def test_s3_without_credentials_fails_with_the_fix_in_the_message(project):
     assert result.returncode != 0
     assert "No S3 credentials were found" in result.stdout + result.stderr
     assert "conf/local/credentials.yml" in result.stdout + result.stderr
-
-
-def test_dvc_repro_runs_the_stages_then_only_what_changed(project):
-    params_file = project / "conf/base/parameters_ingestion.yml"
-    text = params_file.read_text().replace("n_images: 320", "n_images: 24").replace("size: 128", "size: 64")
-    params_file.write_text(text.replace("progress: true", "progress: false"))
-    run_cli(["git", "init", "-q"], project)
-    run_cli(["dvc", "init", "-q"], project)
-
-    first = run_cli(["dvc", "repro"], project)
-    for stage in ("ingestion", "validation", "splitting"):
-        assert f"Running stage '{stage}'" in first.stdout
-    assert (project / "data/03_primary/splits.csv").is_file()
-    assert (project / "dvc.lock").is_file()
-
-    second = run_cli(["dvc", "repro"], project)
-    assert "Running stage" not in second.stdout
-
-    splitting_params = project / "conf/base/parameters_splitting.yml"
-    splitting_params.write_text(splitting_params.read_text().replace("seed: 0", "seed: 1"))
-    third = run_cli(["dvc", "repro"], project)
-    assert "Running stage 'splitting'" in third.stdout
-    assert "Running stage 'ingestion'" not in third.stdout and "Running stage 'validation'" not in third.stdout

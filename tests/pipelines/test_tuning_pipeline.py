@@ -69,7 +69,7 @@ def test_training_applies_the_tuned_params_when_use_tuned(tuned, tmp_path):
     best = outputs["tuned_params"]
     options = {**training, "use_tuned": True, "iterations": 2, "val_every": 2, "checkpoint_every": 2,
                "progress": False, "output_dir": str(tmp_path / "models")}  # fmt: skip
-    summary, _ = train_model(manifest, splits, DATASET_INFO, options, str(root / "store"), best)
+    summary, _, _ = train_model(manifest, splits, DATASET_INFO, options, str(root / "store"), best, {}, {})
     assert summary["tuned_from"] == {"study_name": "sonoseg-hdc", "trial_number": best["trial_number"]}
     settings = torch.load(tmp_path / "models" / "hdc" / "last.pt", weights_only=False)["settings"]
     for path, value in best["params"].items():
@@ -77,7 +77,7 @@ def test_training_applies_the_tuned_params_when_use_tuned(tuned, tmp_path):
             assert settings[path.removeprefix("hdc.")] == value, path
     # and without use_tuned the file is ignored
     plain = {**options, "use_tuned": False, "output_dir": str(tmp_path / "plain")}
-    summary, _ = train_model(manifest, splits, DATASET_INFO, plain, str(root / "store"), best)
+    summary, _, _ = train_model(manifest, splits, DATASET_INFO, plain, str(root / "store"), best, {}, {})
     assert summary["tuned_from"] is None
 
 
@@ -85,9 +85,9 @@ def test_use_tuned_without_a_file_or_for_another_method_is_a_clear_error(tuned):
     root, manifest, splits, training, outputs = tuned
     options = {**training, "use_tuned": True}
     with pytest.raises(ValueError, match="tuned_params.yml.*missing or empty.*kedro run --pipelines tuning"):
-        train_model(manifest, splits, DATASET_INFO, options, str(root / "store"), {})
+        train_model(manifest, splits, DATASET_INFO, options, str(root / "store"), {}, {}, {})
     with pytest.raises(ValueError, match="tuned for 'hdc' but training.method is 'cps'"):
-        train_model(manifest, splits, DATASET_INFO, {**options, "method": "cps"}, str(root / "store"), outputs["tuned_params"])
+        train_model(manifest, splits, DATASET_INFO, {**options, "method": "cps"}, str(root / "store"), outputs["tuned_params"], {}, {})
 
 
 def test_tuning_is_registered_but_left_out_of_the_default_pipeline(monkeypatch):

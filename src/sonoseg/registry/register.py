@@ -48,6 +48,7 @@ class EvaluatedModel:
         metrics: the test metrics (``metrics.json``), ``test_split_sha256`` included.
         run_id: the MLflow run that trained it (None when tracking was off).
         training: further training facts for the model card (n_labelled, input_size, best_val_dice...).
+        dvc_data: the DVC hashes (``dvc.lock``) of the data training read, by path; empty without DVC.
     """
 
     checkpoint: Path
@@ -60,6 +61,7 @@ class EvaluatedModel:
     git_commit: str
     run_id: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
+    dvc_data: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_reports(
@@ -88,6 +90,7 @@ class EvaluatedModel:
             run_id=training_summary.get("mlflow_run_id"),
             training={k: training_summary[k] for k in ("n_labelled", "n_unlabelled", "input_size", "best_val_dice",
                                                       "best_iteration") if k in training_summary},  # fmt: skip
+            dvc_data=dict(training_summary.get("dvc_data") or {}),
         )
 
     @property
@@ -104,6 +107,7 @@ class EvaluatedModel:
             "data_sha256": self.data_sha256,
             "git_commit": self.git_commit,
             SPLIT_KEY: str(self.metrics[SPLIT_KEY]),
+            **{f"dvc.{path}": md5 for path, md5 in self.dvc_data.items()},
         }
         for key, value in self.metrics.items():
             if key != SPLIT_KEY:

@@ -50,7 +50,7 @@ class TrainerConfig:
     amp: str = "auto"
     workers: int = 0
     early_stopping_patience: int | None = None
-    output_dir: str = "data/06_models"
+    output_dir: str = "data/06_models/checkpoints"
     model: dict[str, Any] = field(default_factory=lambda: {"name": "unet_small"})
     progress: bool = True
 

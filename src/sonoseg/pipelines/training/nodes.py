@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from sonoseg.evaluation.plots import learning_curves
+from sonoseg.io.dvc_hashes import stage_data_hashes
 from sonoseg.io.store import SampleStore, samples_digest
 from sonoseg.ssl.base import method_class
 from sonoseg.training.config import TrainerConfig
@@ -36,13 +37,17 @@ def train_model(
     options: dict[str, Any],
     store_dir: str,
     tuned: dict[str, Any],
-) -> tuple[dict[str, Any], Any]:
-    """Train ``training.method`` on the splits; return a summary and the learning-curve figure.
+    dvc_pipeline: dict[str, Any],
+    dvc_lock: dict[str, Any],
+) -> tuple[dict[str, Any], Any, pd.DataFrame]:
+    """Train ``training.method`` on the splits; return a summary, the learning-curve figure and the val curve.
 
     With ``training.use_tuned`` the tuned params (``tuned``, the file the tuning pipeline wrote; ``{}``
     when there is none) are applied over ``options`` first. Within an MLflow run (kedro-mlflow opens
     one) it also logs per-iteration losses, val Dice, the data version, the git commit, the tuned
-    values and the best checkpoint.
+    values and the best checkpoint. Under ``dvc repro`` (``dvc_pipeline`` and ``dvc_lock`` are the parsed
+    dvc.yaml and dvc.lock, ``{}`` without DVC) the DVC hashes of its input data go to the summary and to
+    ``dvc.<path>`` tags.
     """
     import mlflow
 
@@ -60,8 +65,10 @@ def train_model(
     trainer = Trainer(config, options.get(config.method) or {}, num_classes)
     run = mlflow.active_run() if trainer.rank == 0 else None  # under DDP only rank 0 reports
     version, commit = samples_digest(manifest), git_commit()
+    dvc_data = stage_data_hashes(dvc_pipeline, dvc_lock, "training")
     if run is not None:
         mlflow.set_tags({"data_version": version, "git_commit": commit, "method": config.method})
+        mlflow.set_tags({f"dvc.{path}": md5 for path, md5 in dvc_data.items()})
         if tuned_from is not None:
             mlflow.set_tags({"tuned_study": tuned["study_name"], "tuned_trial": tuned["trial_number"]})
             mlflow.log_params({f"tuned.{path}": value for path, value in tuned["params"].items()})
@@ -82,6 +89,7 @@ def train_model(
         "n_val": len(sets.val),
         "device": str(trainer.device),
         "data_version": version,
+        "dvc_data": dvc_data,
         "git_commit": commit,
         "input_size": config.input_size,
         "tuned_from": tuned_from,
@@ -90,4 +98,5 @@ def train_model(
         "val_history": result.val_history,
     }
     figure = learning_curves(result.history, result.val_history, title=f"{config.method}: best val Dice {result.best_val_dice:.3f}")
-    return summary, figure
+    val_curve = pd.DataFrame(result.val_history, columns=["iteration", "val_dice"])
+    return summary, figure, val_curve

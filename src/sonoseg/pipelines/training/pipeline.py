@@ -11,8 +11,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 train_model,
                 inputs=["validated_manifest", "splits", "dataset_info", "params:training", "params:ingestion.store_dir",
-                        "tuned_params"],
-                outputs=["training_summary", "learning_curve"],
+                        "tuned_params", "dvc_pipeline", "dvc_lock"],
+                outputs=["training_summary", "learning_curve", "val_curve"],
                 name="train_model",
             )
         ]
