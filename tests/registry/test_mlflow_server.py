@@ -97,6 +97,7 @@ def test_runs_models_and_artefacts_land_in_postgres_and_s3_through_the_server(tm
     for name in CLIENT_SECRETS:  # the client knows only the server's URL
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)  # the registry follows the tracking URI
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     model_dir = tmp_path / "model"  # the least MLflow 3 registers from runs:/: a folder with an MLmodel file
     model_dir.mkdir()
@@ -107,8 +108,9 @@ def test_runs_models_and_artefacts_land_in_postgres_and_s3_through_the_server(tm
     backend = f"postgresql+psycopg2://sonoseg@127.0.0.1:{pg_port}/mlflow"
     with mlflow_server(backend, f"s3://{BUCKET}/{PREFIX}", server_env, tmp_path) as (url, log):
         try:
+            # no set_registry_uri: it exports MLFLOW_REGISTRY_URI and set_registry_uri(None) leaves that
+            # behind, pointing later tests at this dead server; set_tracking_uri(None) clears its variable
             mlflow.set_tracking_uri(url)
-            mlflow.set_registry_uri(url)
             experiment_id = mlflow.create_experiment("server-test")
             with mlflow.start_run(experiment_id=experiment_id) as run:
                 mlflow.log_param("method", "hdc")
@@ -136,7 +138,6 @@ def test_runs_models_and_artefacts_land_in_postgres_and_s3_through_the_server(tm
             assert log.read_text().count(served) == 1 and log.read_text().count(presigned) == 1, _log_tail(log)
         finally:
             mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
 
     # PostgreSQL itself holds the run, its param and metric, the version and its alias
     with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=pg_port, user="sonoseg", dbname="mlflow",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import resource
 import subprocess
+import time
 from typing import Any
 
 import pandas as pd
@@ -28,6 +30,15 @@ def git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def torch_peak_gpu_mb(device: Any) -> float | None:
+    """Peak CUDA memory allocated by this process, in MiB; None off CUDA."""
+    import torch
+
+    if getattr(device, "type", str(device)) != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def train_model(
@@ -73,7 +84,9 @@ def train_model(
             mlflow.set_tags({"tuned_study": tuned["study_name"], "tuned_trial": tuned["trial_number"]})
             mlflow.log_params({f"tuned.{path}": value for path, value in tuned["params"].items()})
         trainer.tracker = MlflowTracker()
+    started = time.perf_counter()
     result = trainer.fit(sets)
+    seconds = time.perf_counter() - started
     if run is not None and result.best_checkpoint.is_file():
         mlflow.log_artifact(str(result.best_checkpoint), artifact_path="checkpoints")
         mlflow.log_metric("best_val_dice", result.best_val_dice)
@@ -82,6 +95,11 @@ def train_model(
         "best_val_dice": result.best_val_dice,
         "best_iteration": result.best_iteration,
         "iterations": result.iterations_done,
+        # wall time of fit(), validation included (a resumed run's covers only the iterations it ran itself)
+        "train_seconds": seconds,
+        "seconds_per_iteration": seconds / max(result.iterations_done, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "peak_gpu_mb": torch_peak_gpu_mb(trainer.device),
         "best_checkpoint": str(result.best_checkpoint),
         "last_checkpoint": str(result.last_checkpoint),
         "n_labelled": sets.n_labelled,
