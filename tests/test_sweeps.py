@@ -1,5 +1,3 @@
-from pathlib import Path
-
 import pytest
 
 from sonoseg.sweeps import SweepError, SweepRun, experiment_name, markdown_table, params_file, parse_grid, run_sweep, summarise

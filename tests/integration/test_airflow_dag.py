@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kedro_runs import PROJECT_ROOT
+from support.kedro_runs import copy_project
 
 PIPELINE = "__default__"
 DAG_FILE = "sonoseg_dag.py"  # kedro-airflow names it <package>[_<env>][_<pipeline>]_dag.py
@@ -33,11 +32,7 @@ class TaskGraph:
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> tuple[Path, Path]:
     """(project copy, DAG file) after one `kedro airflow create` in a copy of the project."""
-    root = tmp_path_factory.mktemp("airflow") / "project"
-    root.mkdir()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials.yml"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    root = copy_project(tmp_path_factory.mktemp("airflow") / "project")
     env = {**os.environ, "KEDRO_LOGGING_CONFIG": str(root / "conf" / "logging.yml")}
     args = [sys.executable, "-m", "kedro", "airflow", "create", "--pipelines", PIPELINE, "--group-by", "memory"]
     result = subprocess.run(args, cwd=root, env=env, capture_output=True, text=True, timeout=300)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.kedro_runs import PROJECT_ROOT
+from support.kedro_runs import PROJECT_ROOT, copy_project
 
 GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
                 for what, value in (("NAME", "sonoseg test"), ("EMAIL", "test@example.org"))}  # fmt: skip
@@ -56,13 +56,9 @@ def clone(repo: Path, target: Path) -> Path:
 def flow(tmp_path_factory) -> tuple[Path, str]:
     """A git repository holding the project on the tiny config, after its first `dvc repro` (committed);
     and that run's output."""
-    repo = tmp_path_factory.mktemp("flow") / "project"
-    repo.mkdir()
-    for name in ("pyproject.toml", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
-        shutil.copy(PROJECT_ROOT / name, repo / name)
+    repo = copy_project(tmp_path_factory.mktemp("flow") / "project",
+                        ("pyproject.toml", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"))
     shutil.copytree(PROJECT_ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("config.local", "tmp", "cache"))
-    shutil.copytree(PROJECT_ROOT / "conf", repo / "conf", ignore=shutil.ignore_patterns("credentials.yml", "*.local.yml"))
-    shutil.copytree(PROJECT_ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for layer in ("01_raw", "02_intermediate", "03_primary", "05_model_input", "08_reporting"):
         (repo / "data" / layer).mkdir(parents=True)
         (repo / "data" / layer / ".gitkeep").touch()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import re
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.kedro_runs import PROJECT_ROOT
+from support.kedro_runs import copy_project
 from support.layouts import write_psfhs
 
 SMALL_SYNTHETIC = (
@@ -26,12 +25,7 @@ SMALL_SYNTHETIC = (
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """A copy of the project's configuration and code, so runs write nowhere in the checkout."""
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("pyproject.toml", "dvc.yaml"):
-        shutil.copy(PROJECT_ROOT / name, root / name)
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials.yml"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    root = copy_project(tmp_path / "project")
     for layer in ("01_raw", "02_intermediate", "03_primary", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)
     return root

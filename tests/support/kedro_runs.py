@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,17 @@ from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy_project(root: Path, files: tuple[str, ...] = ("pyproject.toml",)) -> Path:
+    """A copy of the project's ``files``, ``conf/`` (no credentials) and ``src/`` at ``root``, so Kedro,
+    DVC or kedro-airflow can run there without writing into the checkout."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        shutil.copy(PROJECT_ROOT / name, root / name)
+    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials.yml"))
+    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return root
 
 
 def base_parameters() -> dict[str, Any]:

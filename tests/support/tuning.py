@@ -71,12 +71,9 @@ def kedro_project(root: Path) -> Path:
 
     import mlflow
 
-    from support.kedro_runs import PROJECT_ROOT
+    from support.kedro_runs import copy_project
 
-    root.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", root / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "conf", root / "conf", ignore=shutil.ignore_patterns("credentials.yml"))
-    shutil.copytree(PROJECT_ROOT / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    copy_project(root)
     store = write_tiny_store(root / "data" / "02_intermediate")  # ingestion.store_dir
     (root / "data" / "03_primary").mkdir()
     shutil.copy(store / "manifest.parquet", root / "data" / "03_primary" / "manifest_validated.parquet")
