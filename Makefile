@@ -12,7 +12,7 @@ export GX_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export KEDRO_LOGGING_CONFIG := $(CURDIR)/conf/logging.yml
 
-.PHONY: setup run test test-all repro benchmark review clean-data
+.PHONY: setup run test test-all repro benchmark ssl-benchmark review clean-data
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ benchmark: setup
 	$(BIN)/python benchmarks/ingestion.py
 	$(BIN)/python benchmarks/training_speed.py
 	$(BIN)/python benchmarks/synthetic_methods.py
+
+# Every SSL method on the real data through the real pipelines, cached per run (hours at the CPU budget):
+# make ssl-benchmark ARGS="--dataset psfhs --ratios 0.05 --methods supervised,hdc --seeds 0,1,2"
+ssl-benchmark: setup
+	$(BIN)/python benchmarks/ssl_benchmark.py $(ARGS)
 
 # The MLflow UI on the project's store, local only: Models → sonoseg → compare versions (README).
 review: setup

@@ -1,0 +1,112 @@
+"""The SSL benchmark's pure parts: aggregation over cached runs, run variants and the docs section."""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssl_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("ssl_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def entry(method, seed, dice, *, ratio=0.05, spi=0.1, rss=1000.0, resumed=False, variant="cpu-4000it", tuned=None):
+    """A cache entry as run_one writes it, with the fields aggregation reads."""
+    metrics = {
+        "dice_pubic_symphysis_mean": dice - 0.05, "dice_fetal_head_mean": dice + 0.05, "dice_union_mean": dice + 0.02,
+        "dice_mean": dice, "iou_pubic_symphysis_mean": 0.7, "iou_fetal_head_mean": 0.8, "iou_union_mean": 0.75,
+        "iou_mean": 0.75, "hd95_pubic_symphysis_mean": 4.0, "hd95_fetal_head_mean": 6.0, "hd95_union_mean": 5.0,
+        "hd95_mean": 5.0, "assd_mean": 1.5, "aop_abs_err_deg_mean": 5.0 + seed, "hsd_abs_err_mean": 2.0,
+        "hc_abs_err_mean": None, "distance_unit": "mm",
+    }  # fmt: skip
+    return {
+        "dataset": "psfhs", "label_ratio": ratio, "method": method, "seed": seed, "budget": "cpu", "iterations": 4000,
+        "variant": variant, "tuned": tuned, "metrics": metrics, "setting": {"training.input_size": 128,
+        "training.model.name": "unet_small", "training.labelled_batch": 8, "training.unlabelled_batch": 8}, "resumed": resumed, "git_commit": "abc",
+        "training": {"seconds_per_iteration": spi, "peak_rss_mb": rss, "peak_gpu_mb": None, "best_val_dice": dice,
+                     "n_labelled": 43},
+        "benchmark_command": "python benchmarks/ssl_benchmark.py --seeds 0,1,2",
+    }  # fmt: skip
+
+
+def test_means_and_std_over_seeds_and_ratios_to_supervised(bench):
+    entries = [entry("supervised", s, d, spi=0.1, rss=1000) for s, d in [(0, 0.88), (1, 0.90)]]
+    entries += [entry("hdc", s, d, spi=0.3, rss=1500) for s, d in [(2, 0.91), (0, 0.93), (1, 0.92)]]
+    rows = bench.aggregate(entries)[("psfhs", "0.05", "cpu-4000it")]
+
+    assert list(rows) == ["supervised", "hdc"]
+    hdc = rows["hdc"]
+    assert hdc["seeds"] == [0, 1, 2]
+    assert hdc["dice_mean_per_seed"] == [0.93, 0.92, 0.91]  # ordered by seed
+    assert hdc["dice_mean"] == pytest.approx(0.92)
+    assert hdc["dice_mean_std"] == pytest.approx(statistics.stdev([0.93, 0.92, 0.91]))  # n - 1
+    assert hdc["dice_ps"] == pytest.approx(0.87) and hdc["dice_fh"] == pytest.approx(0.97)
+    assert hdc["aop_abs_err_deg"] == pytest.approx(6.0)
+    assert hdc["per_class"]["union"]["dice"]["mean"] == pytest.approx(0.94)
+    assert list(hdc["per_class"]) == ["pubic_symphysis", "fetal_head", "union"]
+    assert hdc["hc_abs_err_mm"] is None
+    assert hdc["seconds_per_iter_ratio"] == pytest.approx(3.0)
+    assert hdc["peak_memory_ratio"] == pytest.approx(1.5)
+    assert rows["supervised"]["seconds_per_iter_ratio"] == pytest.approx(1.0)
+    assert (hdc["budget"], hdc["iterations"], hdc["git_commit"]) == ("cpu", 4000, "abc")
+
+
+def test_missing_supervised_gives_null_ratios_and_one_seed_no_std(bench):
+    rows = bench.aggregate([entry("hdc", 0, 0.9, ratio=0.01)])[("psfhs", "0.01", "cpu-4000it")]
+    assert rows["hdc"]["seconds_per_iter_ratio"] is None
+    assert rows["hdc"]["peak_memory_ratio"] is None
+    assert rows["hdc"]["dice_mean_std"] is None
+
+
+def test_groups_apart_by_ratio_variant_and_tuning_and_resumed_runs_do_not_time(bench):
+    entries = [entry("supervised", 0, 0.8, spi=0.1), entry("supervised", 0, 0.9, ratio=1.0),
+               entry("hdc", 0, 0.85, spi=9.0, resumed=True), entry("hdc", 1, 0.86, spi=0.2),
+               entry("hdc", 0, 0.87, tuned={"params": {"lr": 3e-4}}),
+               entry("hdc", 0, 0.5, variant="cpu-20it-1234abcd")]  # fmt: skip
+    table = bench.aggregate(entries)
+    assert set(table) == {("psfhs", "0.05", "cpu-4000it"), ("psfhs", "1.0", "cpu-4000it"), ("psfhs", "0.05", "cpu-20it-1234abcd")}
+    rows = table[("psfhs", "0.05", "cpu-4000it")]
+    assert list(rows) == ["supervised", "hdc", "hdc+tuned"]
+    assert rows["hdc"]["seconds_per_iter_ratio"] == pytest.approx(2.0)  # the resumed seed's 9 s is left out
+    assert rows["hdc"]["dice_mean"] == pytest.approx(0.855)  # but its accuracy counts
+    assert bench.results_name("psfhs", "0.05", "cpu-4000it") == "psfhs_0.05"
+    assert bench.results_name("psfhs", "0.05", "gpu-30000it") == "psfhs_0.05_gpu-30000it"
+
+
+def test_variants_keep_different_settings_apart(bench):
+    cpu = bench.budget_params("cpu", None, None, None)
+    assert bench.variant_name("cpu", cpu) == "cpu-4000it"
+    assert bench.variant_name("cpu", bench.budget_params("cpu", 8000, None, None)) == "cpu-8000it"
+    small = bench.variant_name("cpu", bench.budget_params("cpu", 20, 64, None))
+    assert small.startswith("cpu-20it-") and small != bench.variant_name("cpu", bench.budget_params("cpu", 20, 96, None))
+    gpu = bench.budget_params("gpu", None, None, None)
+    assert gpu["training.input_size"] == 256 and gpu["training.model.name"] == "deeplabv3plus"
+    assert bench.run_key("psfhs", 1, "supervised", 2, "cpu-4000it", False) == "psfhs_1.0_supervised_seed2_cpu-4000it"
+    assert bench.format_params({"a.b": None, "c": False, "d": 0.05}) == "a.b=null,c=false,d=0.05"
+
+
+def test_docs_section_is_replaced_between_markers_or_appended(bench):
+    document = f"# B\n\nbefore\n\n{bench.DOCS_START}\nold table\n{bench.DOCS_END}\n\nafter\n"
+    replaced = bench.replace_docs_section(document, "new table\n")
+    assert "old table" not in replaced and "new table" in replaced
+    assert replaced.startswith("# B\n\nbefore\n\n") and replaced.endswith("\n\nafter\n")
+    assert bench.replace_docs_section(replaced, "new table\n") == replaced
+    appended = bench.replace_docs_section("# B\n", "t")
+    assert appended == f"# B\n\n{bench.DOCS_START}\nt\n{bench.DOCS_END}\n"
+
+
+def test_markdown_has_mean_std_rows_and_the_marked_anchors(bench):
+    entries = [entry("supervised", s, d) for s, d in [(0, 0.88), (1, 0.90)]]
+    markdown = bench.render_markdown(bench.aggregate(entries), "python benchmarks/ssl_benchmark.py", "abc")
+    assert "| supervised | 2 | 43 | 0.8400 ± 0.0141 |" in markdown
+    assert "### psfhs, label ratio 0.05 (budget `cpu-4000it`: CPU: 128², unet_small, 4000 iterations of batch 8+8)" in markdown
+    assert "not comparable split for split" in markdown and "DSC 0.918" in markdown and "94.57" in markdown
