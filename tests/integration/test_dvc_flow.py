@@ -176,3 +176,7 @@ def test_a_changed_param_reruns_only_the_stages_after_it(flow):
     registry = repo / "conf/base/parameters_registry.yml"
     registry.write_text(registry.read_text().replace("margin: 0.005", "margin: 0.01"))
     assert ran_stages(run(["dvc", "repro"], repo)) == {"registry"}
+    # a tuning result (data/05_model_input/tuned_params.yml) is a dependency of training
+    (repo / "data/05_model_input/tuned_params.yml").write_text("{}\n")
+    changed = json.loads(run(["dvc", "status", "--json"], repo, stdout_only=True))
+    assert set(changed) == {"training"} and "data/05_model_input" in json.dumps(changed["training"])
