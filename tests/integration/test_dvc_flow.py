@@ -59,9 +59,9 @@ def flow(tmp_path_factory) -> tuple[Path, str]:
     repo = copy_project(tmp_path_factory.mktemp("flow") / "project",
                         ("pyproject.toml", "dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"))
     shutil.copytree(PROJECT_ROOT / ".dvc", repo / ".dvc", ignore=shutil.ignore_patterns("config.local", "tmp", "cache"))
-    for layer in ("01_raw", "02_intermediate", "03_primary", "05_model_input", "08_reporting"):
-        (repo / "data" / layer).mkdir(parents=True)
-        (repo / "data" / layer / ".gitkeep").touch()
+    for keep in PROJECT_ROOT.glob("data/*/.gitkeep"):  # the layer folders git tracks, as in a clone
+        (repo / keep.relative_to(PROJECT_ROOT)).parent.mkdir(parents=True)
+        (repo / keep.relative_to(PROJECT_ROOT)).touch()
     for name, replacements in TINY.items():
         path = repo / "conf" / "base" / name
         text = path.read_text()
