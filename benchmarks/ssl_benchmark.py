@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from sonoseg.sweeps import mean_and_std
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.ssl_benchmark")
@@ -206,13 +205,18 @@ class Workdir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One benchmark process per work directory: runs share data/08_reporting."""
+        from filelock import FileLock, Timeout
+
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "w") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise SystemExit(f"{self.path} is in use by another ssl_benchmark process") from None
+        try:
+            lock = FileLock(self.path / ".lock", timeout=0)
+            lock.acquire()
+        except Timeout:
+            raise SystemExit(f"{self.path} is in use by another ssl_benchmark process") from None
+        try:
             yield
+        finally:
+            lock.release()
 
     def refresh(self) -> None:
         """Copy pyproject.toml and conf/ afresh (conf/local's contents stay behind) and point MLflow at the store."""
@@ -384,18 +388,12 @@ def run_one(
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return statistics.fmean(finite) if finite else None
-
-
-def _std(values: Sequence[float | None]) -> float | None:
-    """Sample std over seeds (n - 1); None below two values."""
-    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-    return statistics.stdev(finite) if len(finite) >= 2 else None
+    return mean_and_std(values)[0]
 
 
 def _over_seeds(values: Sequence[float | None]) -> dict[str, float | None]:
-    return {"mean": _mean(values), "std": _std(values)}
+    mean, std = mean_and_std(values)
+    return {"mean": mean, "std": std}
 
 
 def _ratio(value: float | None, baseline: float | None) -> float | None:
@@ -437,13 +435,11 @@ def _summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     training = [runs[s].get("training") or {} for s in seeds]
     row: dict[str, Any] = {}
     for name, key in METRIC_KEYS.items():
-        values = [m.get(key) for m in metrics]
-        row[name], row[f"{name}_std"] = _mean(values), _std(values)
+        row[name], row[f"{name}_std"] = mean_and_std([m.get(key) for m in metrics])
     row["dice_mean_per_seed"] = [m.get("dice_mean") for m in metrics]
     units = sorted({str(m.get("distance_unit")) for m in metrics})
     row["distance_unit"] = units[0] if len(units) == 1 else units
-    hc = [m.get("hc_abs_err_mean") for m in metrics]
-    row["hc_abs_err"], row["hc_abs_err_std"] = _mean(hc), _std(hc)
+    row["hc_abs_err"], row["hc_abs_err_std"] = mean_and_std([m.get("hc_abs_err_mean") for m in metrics])
     in_mm = units == ["mm"]
     row["hc_abs_err_mm"], row["hc_abs_err_mm_std"] = (row["hc_abs_err"], row["hc_abs_err_std"]) if in_mm else (None, None)
     # classes in the order evaluation writes them (PS, FH, union), each metric's mean and std over seeds

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+import statistics
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -133,13 +134,10 @@ def run_sweep(
     return runs
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return None, None
-    mean = sum(finite) / len(finite)
-    std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)) if len(finite) > 1 else None
-    return mean, std
+def mean_and_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1) of the finite values; None where there are too few."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return (statistics.fmean(finite) if finite else None), (statistics.stdev(finite) if len(finite) > 1 else None)
 
 
 def summarise(runs: Sequence[SweepRun]) -> list[dict[str, Any]]:
@@ -156,7 +154,7 @@ def summarise(runs: Sequence[SweepRun]) -> list[dict[str, Any]]:
                                   if k.endswith("_mean") and isinstance(v, (int, float))))  # fmt: skip
         for key in keys:
             per_seed = [m.metrics.get(key) for m in members]
-            row[key], row[f"{key}_std_over_seeds"] = _mean_std(per_seed)
+            row[key], row[f"{key}_std_over_seeds"] = mean_and_std(per_seed)
             row[f"{key}_per_seed"] = per_seed
         rows.append(row)
     return rows
