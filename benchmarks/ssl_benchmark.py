@@ -147,8 +147,22 @@ def variant_name(budget: str, params: Mapping[str, Any]) -> str:
     return name
 
 
-def run_key(dataset: str, ratio: float, method: str, seed: int, variant: str, tuned: bool) -> str:
-    return f"{dataset}_{ratio_key(ratio)}_{method}_seed{seed}_{variant}{'_tuned' if tuned else ''}"
+def overrides_suffix(overrides: Mapping[str, str]) -> str:
+    """``_set-<hash>`` for runs with ``--set`` overrides, so that they never share a cache entry or checkpoints."""
+    if not overrides:
+        return ""
+    return "_set-" + hashlib.sha256(json.dumps(dict(overrides), sort_keys=True).encode()).hexdigest()[:8]
+
+
+def overrides_for(method: str, overrides: Mapping[str, str]) -> dict[str, str]:
+    """The overrides that concern ``method``: all but the ``training.<other method>.*`` ones."""
+    others = tuple(f"training.{m}." for m in (*METHODS, "fully_supervised") if m != method)
+    return {k: v for k, v in overrides.items() if not k.startswith(others)}
+
+
+def run_key(dataset: str, ratio: float, method: str, seed: int, variant: str, tuned: bool,
+            overrides: Mapping[str, str] | None = None) -> str:  # fmt: skip
+    return f"{dataset}_{ratio_key(ratio)}_{method}_seed{seed}_{variant}{'_tuned' if tuned else ''}{overrides_suffix(overrides or {})}"
 
 
 def format_params(params: Mapping[str, Any]) -> str:
@@ -334,16 +348,19 @@ def write_json(path: Path, content: Any) -> None:
 def run_one(
     work: Workdir, *, ratio: float, method: str, seed: int, budget: str, variant: str, params: Mapping[str, Any],
     tuned: Mapping[str, Any] | None, cache: Path, commit: str, dirty: bool, benchmark_command: str,
+    overrides: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Train and evaluate one (ratio, method, seed) through Kedro; write and return its cache entry."""
-    key = run_key(work.dataset, ratio, method, seed, variant, tuned is not None)
-    output_dir = f"data/06_models/runs/{variant}{'-tuned' if tuned else ''}/{ratio_key(ratio)}/{method}/seed{seed}"
+    overrides = dict(overrides or {})
+    key = run_key(work.dataset, ratio, method, seed, variant, tuned is not None, overrides)
+    output_dir = (f"data/06_models/runs/{variant}{'-tuned' if tuned else ''}{overrides_suffix(overrides)}/"
+                  f"{ratio_key(ratio)}/{method}/seed{seed}")  # fmt: skip
     resumed = (work.path / output_dir / method / "last.pt").is_file()  # the trainer resumes from it
     tuned_file = work.path / "data/05_model_input/tuned_params.yml"
     if tuned is not None:
         tuned_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(tuned["path"], tuned_file)
-    run_params = {**params, "training.method": method, "training.seed": seed, "training.output_dir": output_dir,
+    run_params = {**params, **overrides, "training.method": method, "training.seed": seed, "training.output_dir": output_dir,
                   "training.progress": False, "training.use_tuned": tuned is not None,
                   "evaluation.predictions_dir": f"data/07_model_output/runs/{key}"}  # fmt: skip
     reports = ("training_summary.json", "metrics.json", "metrics_per_case.csv", "biometry_per_case.csv")
@@ -375,6 +392,7 @@ def run_one(
         "key": key, "dataset": work.dataset, "label_ratio": float(ratio), "method": method, "seed": seed,
         "budget": budget, "iterations": int(params["training.iterations"]), "variant": variant, "setting": dict(params),
         "tuned": None if tuned is None else {k: tuned.get(k) for k in ("study_name", "trial_number", "best_value", "params")},
+        "overrides": overrides,
         "metrics": metrics, "training": training, "resumed": resumed, "git_commit": commit, "git_dirty": dirty,
         "mlflow_run_id": run_id, "mlflow_tagged": tagged, "tracking_uri": work.tracking_uri, "wall_seconds": wall,
         "command": shlex.join(["kedro", *command[3:]]), "benchmark_command": benchmark_command,
@@ -401,8 +419,12 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
 
 
 def method_label(entry: Mapping[str, Any]) -> str:
-    """The row of a run: its method, ``+tuned`` when it trained with tuned params."""
-    return entry["method"] + ("+tuned" if entry.get("tuned") else "")
+    """The row of a run: its method, ``+tuned`` when it trained with tuned params, then its ``--set`` overrides
+    (``training.<method>.`` left out), e.g. ``hdc [pix_average=class]``."""
+    label = entry["method"] + ("+tuned" if entry.get("tuned") else "")
+    prefix = f"training.{entry['method']}."
+    overrides = [f"{k.removeprefix(prefix)}={v}" for k, v in sorted((entry.get("overrides") or {}).items())]
+    return label + (f" [{', '.join(overrides)}]" if overrides else "")
 
 
 def aggregate(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str], dict[str, dict[str, Any]]]:
@@ -425,7 +447,7 @@ def aggregate(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str]
             row["peak_memory_ratio"] = _ratio(row[memory], base and base[memory])
             row["peak_memory_measure"] = memory
         order = {m: i for i, m in enumerate(("supervised", *METHODS[1:], "fully_supervised"))}
-        table[group] = dict(sorted(rows.items(), key=lambda kv: (order.get(kv[0].split("+")[0], 99), kv[0])))
+        table[group] = dict(sorted(rows.items(), key=lambda kv: (order.get(re.split(r"[+ ]", kv[0])[0], 99), kv[0])))
     return table
 
 
@@ -461,6 +483,7 @@ def _summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     row["git_commit"] = commits[0] if len(commits) == 1 else commits
     row["git_dirty"] = any(runs[s].get("git_dirty") for s in seeds)
     row["tuned"] = first.get("tuned")
+    row["overrides"] = first.get("overrides") or {}
     row["mlflow_run_ids"] = [runs[s].get("mlflow_run_id") for s in seeds]
     row["commands"] = sorted({runs[s]["benchmark_command"] for s in seeds if runs[s].get("benchmark_command")})
     return row
@@ -589,6 +612,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md alone")
     parser.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlflow.db'}")
     parser.add_argument("--tuned", type=Path, action="append", default=[], help="a tuned_params.yml; its method trains with it")
+    parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+                        help="a training/evaluation parameter for these runs, e.g. training.hdc.pix_average=class; "
+                             "the runs get their own cache entries and table rows")  # fmt: skip
     parser.add_argument("--aggregate-only", action="store_true")
     parser.add_argument("--register-best", action="store_true",
                         help="register the hdc run of psfhs 0.05 with the best val Dice through the registry pipeline")  # fmt: skip
@@ -601,8 +627,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--data needs exactly one --dataset")
     if any(not 0 < r <= 1 for r in args.ratios):
         parser.error("--ratios must lie in (0, 1]")
+    args.overrides = parse_overrides(parser, args.overrides)
     args.tracking_uri = absolute_tracking_uri(args.tracking_uri)
     return args
+
+
+# parameters the benchmark sets itself, per budget or per run
+RESERVED = {*CPU_BUDGET, "training.method", "training.seed", "training.output_dir", "training.progress",
+            "training.use_tuned", "evaluation.predictions_dir"}  # fmt: skip
+
+
+def parse_overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.startswith(("training.", "evaluation.")) or not value.strip():
+            parser.error(f"--set {item!r}: expected training.<key>=<value> or evaluation.<key>=<value>")
+        if key in RESERVED:
+            parser.error(f"--set {key}: the benchmark sets it (use --iterations, --input-size, --batch or --budget)")
+        overrides[key] = value.strip()
+    return overrides
 
 
 def plan_runs(args: argparse.Namespace, dataset: str, variant: str, tuned: Mapping[str, Any], cache: Path) -> list[tuple[float, str, int]]:
@@ -614,7 +659,7 @@ def plan_runs(args: argparse.Namespace, dataset: str, variant: str, tuned: Mappi
                 logger.info("%s at label ratio 1.0: skipped, nothing is unlabelled", method)
                 continue
             for seed in args.seeds:
-                key = run_key(dataset, ratio, method, seed, variant, method in tuned)
+                key = run_key(dataset, ratio, method, seed, variant, method in tuned, overrides_for(method, args.overrides))
                 if (cache / f"{key}.json").is_file():
                     logger.info("%s: cached", key)
                 else:
@@ -628,7 +673,7 @@ def register_best(args: argparse.Namespace, variant: str, tuned: Mapping[str, An
 
     candidates = [e for e in load_entries(cache) if e["dataset"] == REGISTER["dataset"] and e["method"] == REGISTER["method"]
                   and ratio_key(e["label_ratio"]) == ratio_key(REGISTER["label_ratio"]) and e["variant"] == variant
-                  and bool(e.get("tuned")) == (REGISTER["method"] in tuned)]  # fmt: skip
+                  and bool(e.get("tuned")) == (REGISTER["method"] in tuned) and (e.get("overrides") or {}) == overrides_for(REGISTER["method"], args.overrides)]  # fmt: skip
     if not candidates:
         raise RunFailed(f"--register-best: no cached {REGISTER} run of variant {variant}")
     best = max(candidates, key=lambda e: e["training"]["best_val_dice"])  # chosen on val, never on test
@@ -678,12 +723,13 @@ def run_dataset(
                 continue
             logger.info("%s ratio %s: split counts %s", work.dataset, ratio_key(ratio), split.get("counts"))
             for method, seed in runs:
-                key = run_key(work.dataset, ratio, method, seed, variant, method in tuned)
+                overrides = overrides_for(method, args.overrides)
+                key = run_key(work.dataset, ratio, method, seed, variant, method in tuned, overrides)
                 logger.info("%s: training and evaluating", key)
                 try:
                     entry = run_one(work, ratio=ratio, method=method, seed=seed, budget=args.budget, variant=variant,
                                     params=params, tuned=tuned.get(method), cache=cache, commit=commit, dirty=dirty,
-                                    benchmark_command=command)  # fmt: skip
+                                    benchmark_command=command, overrides=overrides)  # fmt: skip
                     logger.info("%s: test Dice %.4f, best val Dice %.4f, %.3f s/iteration, %.0f s wall", key,
                                 entry["metrics"]["dice_mean"], entry["training"]["best_val_dice"],
                                 entry["training"].get("seconds_per_iteration") or float("nan"), entry["wall_seconds"])  # fmt: skip

@@ -110,3 +110,26 @@ def test_markdown_has_mean_std_rows_and_the_marked_anchors(bench):
     assert "| supervised | 2 | 43 | 0.8400 ± 0.0141 |" in markdown
     assert "### psfhs, label ratio 0.05 (budget `cpu-4000it`: CPU: 128², unet_small, 4000 iterations of batch 8+8)" in markdown
     assert "not comparable split for split" in markdown and "DSC 0.918" in markdown and "94.57" in markdown
+
+
+def test_set_overrides_get_their_own_key_and_row_and_concern_their_method_only(bench):
+    overrides = {"training.hdc.pix_average": "class", "training.lr": "0.0005"}
+    assert bench.overrides_for("hdc", overrides) == overrides
+    assert bench.overrides_for("supervised", overrides) == {"training.lr": "0.0005"}
+    plain = bench.run_key("psfhs", 0.01, "hdc", 0, "cpu-4000it", False)
+    changed = bench.run_key("psfhs", 0.01, "hdc", 0, "cpu-4000it", False, {"training.hdc.pix_average": "class"})
+    assert plain == "psfhs_0.01_hdc_seed0_cpu-4000it" and changed.startswith(plain + "_set-") and changed != plain
+    assert bench.run_key("psfhs", 0.01, "hdc", 0, "cpu-4000it", False, {}) == plain
+
+    balanced = entry("hdc", 0, 0.9) | {"overrides": {"training.hdc.pix_average": "class"}}
+    rows = bench.aggregate([entry("supervised", 0, 0.8), entry("hdc", 0, 0.85), balanced])[("psfhs", "0.05", "cpu-4000it")]
+    assert list(rows) == ["supervised", "hdc", "hdc [pix_average=class]"]
+    assert rows["hdc [pix_average=class]"]["dice_mean"] == pytest.approx(0.9)
+    assert rows["hdc [pix_average=class]"]["seconds_per_iter_ratio"] == pytest.approx(1.0)
+
+
+def test_set_rejects_malformed_and_reserved_keys(bench):
+    assert bench.parse_args(["--set", "training.hdc.pix_average=class"]).overrides == {"training.hdc.pix_average": "class"}
+    for bad in ("pix_average=class", "training.hdc.pix_average", "training.seed=3", "training.iterations=10"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--set", bad])

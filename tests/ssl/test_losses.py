@@ -226,9 +226,26 @@ def test_confidence_masked_ce_two_pixels_by_hand() -> None:
     assert loss.item() == pytest.approx((ce_first + math.log(2)) / 2, abs=1e-6)
 
 
+def test_confidence_masked_ce_class_average_weighs_each_pseudo_class_equally() -> None:
+    # three confident background pixels with CE log 2 each, one confident foreground pixel with CE
+    # log(1 + e^-2), one unconfident pixel: per class mean, then the mean over the two classes
+    logits = torch.tensor([[[[0.0, 0.0, 0.0, 0.0, 5.0]], [[0.0, 0.0, 0.0, 2.0, 0.0]]]])  # (1, 2, 1, 5)
+    teacher = maps((0.9, 0.1), (0.9, 0.1), (0.9, 0.1), (0.1, 0.9), (0.6, 0.4))
+    loss, fraction = confidence_masked_ce(logits, teacher, threshold=0.8, average_over="class")
+    ce_foreground = math.log(1 + math.exp(-2))
+    assert fraction.item() == pytest.approx(0.8)
+    assert loss.item() == pytest.approx((math.log(2) + ce_foreground) / 2, abs=1e-6)
+    pooled, _ = confidence_masked_ce(logits, teacher, threshold=0.8, average_over="confident")
+    assert pooled.item() == pytest.approx((3 * math.log(2) + ce_foreground) / 4, abs=1e-6)
+    only_background, _ = confidence_masked_ce(logits[..., :3], teacher[..., :3], 0.8, "class")
+    assert only_background.item() == pytest.approx(math.log(2), abs=1e-6)  # an absent class does not dilute
+    with pytest.raises(ValueError, match="'class'"):
+        confidence_masked_ce(logits, teacher, 0.8, "pixels")
+
+
 def test_confidence_masked_ce_is_zero_not_nan_when_nothing_passes() -> None:
     logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
-    for mode in ("all", "confident"):
+    for mode in ("all", "confident", "class"):
         loss, fraction = confidence_masked_ce(logits, maps((0.5, 0.5), (0.6, 0.4)), 0.95, mode)
         assert loss.item() == 0.0 and fraction.item() == 0.0 and not torch.isnan(loss)
         loss.backward()

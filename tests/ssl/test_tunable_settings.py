@@ -69,3 +69,9 @@ def test_simcvd_projection_dropout_is_a_setting():
     method = build_method("simcvd", {"projection_dropout": 0.25}, MODEL, num_classes=3)
     assert method.inner("projector").dropout.p == 0.25
     assert build_method("simcvd", {}, MODEL, num_classes=3).inner("projector").dropout.p == 0.1
+
+
+def test_hdc_pix_average_class_changes_only_the_pixel_consistency_term():
+    default, balanced = hdc_losses({}), hdc_losses({"pix_average": "class"})
+    assert torch.equal(balanced["sup"], default["sup"]) and torch.equal(balanced["cg"], default["cg"])
+    assert not torch.isclose(balanced["pix"], default["pix"])

@@ -97,7 +97,9 @@ def confidence_masked_ce(
         threshold: the confidence threshold τ (e.g. 0.95 for FixMatch).
         average_over: ``all`` (default) divides the masked sum by every pixel, as FixMatch and UniMatch
             do, so the loss grows with the confident share; ``confident`` divides by the confident pixels
-            only (a plain mean over them).
+            only (a plain mean over them); ``class`` takes the mean over the confident pixels of each
+            pseudo-class, then the mean over the pseudo-classes that have any, so that a small structure
+            (the pubic symphysis) weighs as much as the background around it.
 
     Returns:
         ``(loss, mask_fraction)``: both 0-d tensors; the fraction of confident pixels is detached. When no
@@ -107,14 +109,20 @@ def confidence_masked_ce(
         ValueError: when the shapes differ or ``average_over`` is unknown.
     """
     _check_maps("confidence_masked_ce", logits, teacher_probs)
-    if average_over not in ("all", "confident"):
-        raise ValueError(f"average_over must be 'all' or 'confident', got {average_over!r}")
+    if average_over not in ("all", "confident", "class"):
+        raise ValueError(f"average_over must be 'all', 'confident' or 'class', got {average_over!r}")
     confidence, pseudo = teacher_probs.detach().float().max(dim=1)
     mask = (confidence >= threshold).float()
     ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
-    total = (ce * mask).sum()
-    count = mask.sum() if average_over == "confident" else torch.tensor(float(mask.numel()), device=mask.device)
-    loss = total / count.clamp_min(1.0)
+    if average_over == "class":
+        per_class = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float() * mask.unsqueeze(1)  # (N, C, H, W)
+        counts = per_class.sum(dim=(0, 2, 3))
+        class_means = (per_class * ce.unsqueeze(1)).sum(dim=(0, 2, 3)) / counts.clamp_min(1.0)
+        loss = class_means.sum() / (counts > 0).sum().clamp_min(1)
+    else:
+        total = (ce * mask).sum()
+        count = mask.sum() if average_over == "confident" else torch.tensor(float(mask.numel()), device=mask.device)
+        loss = total / count.clamp_min(1.0)
     return loss, mask.mean().detach()
 
 

@@ -5,7 +5,8 @@ at three levels: a weak view for the teacher, a strong view for the student (opt
 Gaussian noise, ``input_noise_sigma``; 0 turns it off), and a feature perturbation before the noisy
 decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction found through the
 noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
-decoders; confidence-masked CE of both decoders against the teacher's argmax; correlation guidance
+decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all pixels,
+or per pseudo-class with ``pix_average: class``); correlation guidance
 (the student's feature affinity map follows the teacher's); and IIC mutual information between the
 two decoders.
 """
@@ -29,6 +30,7 @@ class HierarchicalDistillation(Method):
     DEFAULTS = {
         "ema_decay": 0.99,
         "threshold": 0.8,
+        "pix_average": "all",  # all | class: see confidence_masked_ce; class keeps a small structure from shrinking
         "w_max": 1.0,
         "rampup_fraction": 0.4,
         "lambda_pix": 1.0,
@@ -80,9 +82,7 @@ class HierarchicalDistillation(Method):
         main, noisy, features = self.run("student", torch.cat([labelled.images, strong]), route="forward_dual")
         sup = supervised_loss(main[:n], labelled.masks) + supervised_loss(noisy[:n], labelled.masks)
         main, noisy = main[n:], noisy[n:]
-        pix = confidence_masked_ce(main, teacher_probs, s["threshold"])[0] + confidence_masked_ce(
-            noisy, teacher_probs, s["threshold"]
-        )[0]
+        pix = sum(confidence_masked_ce(logits, teacher_probs, s["threshold"], s["pix_average"])[0] for logits in (main, noisy))
         cg = correlation_guidance_kl(
             self.run("projector", features[-1][n:]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
         )
