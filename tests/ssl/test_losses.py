@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from sonoseg.ssl.losses import (
     confidence_masked_ce,
+    confidence_masked_dice,
     correlation_guidance_kl,
     divergence_loss,
     iic_mutual_information,
@@ -241,6 +242,19 @@ def test_confidence_masked_ce_class_average_weighs_each_pseudo_class_equally() -
     assert only_background.item() == pytest.approx(math.log(2), abs=1e-6)  # an absent class does not dilute
     with pytest.raises(ValueError, match="'class'"):
         confidence_masked_ce(logits, teacher, 0.8, "pixels")
+
+
+def test_confidence_masked_dice_scores_confident_pixels_only_by_hand() -> None:
+    # pixel 1: confident background; pixel 2: confident foreground; pixel 3: not confident (left out)
+    logits = torch.tensor([[[[0.0, 0.0, 9.0]], [[0.0, math.log(3.0), 0.0]]]])  # (1, 2, 1, 3)
+    teacher = maps((0.9, 0.1), (0.2, 0.8), (0.5, 0.5))
+    loss = confidence_masked_dice(logits, teacher, threshold=0.8)
+    # student probabilities on pixels 1, 2: background (0.5, 0.25), foreground (0.5, 0.75)
+    dice_background = 2 * 0.5 / (0.5 + 0.25 + 1)
+    dice_foreground = 2 * 0.75 / (0.5 + 0.75 + 1)
+    assert loss.item() == pytest.approx(1 - (dice_background + dice_foreground) / 2, abs=1e-5)
+    perfect = torch.tensor([[[[20.0, -20.0, 0.0]], [[-20.0, 20.0, 0.0]]]])
+    assert confidence_masked_dice(perfect, teacher, 0.8).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_confidence_masked_ce_is_zero_not_nan_when_nothing_passes() -> None:

@@ -75,3 +75,25 @@ def test_hdc_pix_average_class_changes_only_the_pixel_consistency_term():
     default, balanced = hdc_losses({}), hdc_losses({"pix_average": "class"})
     assert torch.equal(balanced["sup"], default["sup"]) and torch.equal(balanced["cg"], default["cg"])
     assert not torch.isclose(balanced["pix"], default["pix"])
+
+
+def test_hdc_correlation_projection_is_fixed_so_it_cannot_collapse_to_one_vector():
+    torch.manual_seed(0)
+    method = build_method("hdc", {}, MODEL, num_classes=3)
+    projector = method.inner("projector")
+    assert not any(p.requires_grad for p in projector.parameters())
+    assert not any(p is q for p in projector.parameters() for q in method.trainable_parameters())
+    assert torch.all(projector.bias == 0)
+    assert torch.equal(method.inner("teacher_projector").weight, projector.weight)
+    losses = method.losses(*batches(), StepContext(5, 10, torch.Generator().manual_seed(1)))
+    assert losses["cg"].item() > 0
+    losses["cg"].backward()  # L_CG alone trains the student's encoder, not the projection
+    encoder = [p.grad for name, p in method.inner("student").named_parameters() if name.startswith("encoder")]
+    assert encoder and any(g is not None and g.abs().sum() > 0 for g in encoder)
+    assert projector.weight.grad is None
+
+
+def test_hdc_pix_dice_adds_a_masked_dice_term_to_the_pixel_consistency():
+    default, with_dice = hdc_losses({}), hdc_losses({"pix_dice": 0.5})
+    assert torch.equal(with_dice["sup"], default["sup"])
+    assert with_dice["pix"] > default["pix"]

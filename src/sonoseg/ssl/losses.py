@@ -14,6 +14,7 @@ from torch import Tensor
 
 __all__ = [
     "confidence_masked_ce",
+    "confidence_masked_dice",
     "correlation_guidance_kl",
     "divergence_loss",
     "iic_mutual_information",
@@ -124,6 +125,29 @@ def confidence_masked_ce(
         count = mask.sum() if average_over == "confident" else torch.tensor(float(mask.numel()), device=mask.device)
         loss = total / count.clamp_min(1.0)
     return loss, mask.mean().detach()
+
+
+def confidence_masked_dice(logits: Tensor, teacher_probs: Tensor, threshold: float) -> Tensor:
+    """Soft Dice of the student against the teacher's one-hot argmax, on the confident pixels only.
+
+    Both maps are zeroed where the teacher's largest probability is below ``threshold``, then
+    :func:`soft_dice_loss` scores them (per sample and class, then the mean). Dice weighs each class by
+    its own size, so a pseudo-label loss with it neither shrinks a small structure into the background
+    nor lets a large one spread. The teacher is detached.
+
+    Args:
+        logits: ``(N, C, H, W)`` student logits.
+        teacher_probs: ``(N, C, H, W)`` teacher probabilities.
+        threshold: the confidence threshold τ.
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    _check_maps("confidence_masked_dice", logits, teacher_probs)
+    confidence, pseudo = teacher_probs.detach().float().max(dim=1)
+    mask = (confidence >= threshold).float().unsqueeze(1)
+    target = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float()
+    return soft_dice_loss(torch.softmax(logits.float(), dim=1) * mask, target * mask)
 
 
 def correlation_guidance_kl(

@@ -6,8 +6,8 @@ Gaussian noise, ``input_noise_sigma``; 0 turns it off), and a feature perturbati
 decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction found through the
 noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
 decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all pixels,
-or per pseudo-class with ``pix_average: class``); correlation guidance
-(the student's feature affinity map follows the teacher's); and IIC mutual information between the
+or per pseudo-class with ``pix_average: class``; plus a masked soft Dice with ``pix_dice`` > 0); correlation guidance
+(the student's feature affinity map, through a fixed random projection, follows the teacher's); and IIC mutual information between the
 two decoders.
 """
 
@@ -19,7 +19,13 @@ from torch import Tensor, nn
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.ema import ema_update, make_ema_copy
-from sonoseg.ssl.losses import confidence_masked_ce, correlation_guidance_kl, iic_mutual_information, supervised_loss
+from sonoseg.ssl.losses import (
+    confidence_masked_ce,
+    confidence_masked_dice,
+    correlation_guidance_kl,
+    iic_mutual_information,
+    supervised_loss,
+)
 from sonoseg.ssl.noise import gaussian_input_noise, make_perturbation
 from sonoseg.ssl.ramps import consistency_weight
 
@@ -31,6 +37,7 @@ class HierarchicalDistillation(Method):
         "ema_decay": 0.99,
         "threshold": 0.8,
         "pix_average": "all",  # all | class: see confidence_masked_ce; class keeps a small structure from shrinking
+        "pix_dice": 0.0,  # weight of a confidence-masked soft Dice term added to L_pix (0: the CE alone)
         "w_max": 1.0,
         "rampup_fraction": 0.4,
         "lambda_pix": 1.0,
@@ -52,7 +59,13 @@ class HierarchicalDistillation(Method):
         options = dict(self.model_options)
         perturbation = make_perturbation(s["perturbation"], strength=s["perturbation_strength"])
         student = DualDecoderNet(options.pop("name"), perturbation=perturbation, num_classes=self.num_classes, **options)
+        # A fixed random projection: trained by L_CG alone, a projector learns to map every position to one
+        # vector, which makes both affinity maps uniform and L_CG zero (seen on PSFHS: cosine 0.998 between
+        # positions). Fixed, it keeps the encoder's affinities (inner products are roughly preserved), so L_CG
+        # trains the student's encoder. The teacher's copy stays equal to it.
         projector = nn.Conv2d(student.bottleneck_channels, s["projection_dim"], kernel_size=1)
+        nn.init.zeros_(projector.bias)
+        projector.requires_grad_(False)
         return {
             "student": student,
             "projector": projector,
@@ -83,6 +96,8 @@ class HierarchicalDistillation(Method):
         sup = supervised_loss(main[:n], labelled.masks) + supervised_loss(noisy[:n], labelled.masks)
         main, noisy = main[n:], noisy[n:]
         pix = sum(confidence_masked_ce(logits, teacher_probs, s["threshold"], s["pix_average"])[0] for logits in (main, noisy))
+        if s["pix_dice"] > 0:
+            pix = pix + s["pix_dice"] * sum(confidence_masked_dice(logits, teacher_probs, s["threshold"]) for logits in (main, noisy))
         cg = correlation_guidance_kl(
             self.run("projector", features[-1][n:]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
         )
@@ -94,4 +109,3 @@ class HierarchicalDistillation(Method):
     def after_step(self, context: StepContext) -> None:
         decay = self.settings["ema_decay"]
         ema_update(self.inner("teacher"), self.inner("student"), context.iteration, decay)
-        ema_update(self.inner("teacher_projector"), self.inner("projector"), context.iteration, decay)
