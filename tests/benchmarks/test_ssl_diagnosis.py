@@ -1,0 +1,68 @@
+"""The SSL diagnosis: area ratios, empty predictions and poor cases per class, computed by hand on 4x4 maps."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssl_diagnosis.py"
+
+
+@pytest.fixture(scope="module")
+def diagnosis():
+    spec = importlib.util.spec_from_file_location("ssl_diagnosis", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_case(data: Path, key: str, case: str, truth: np.ndarray, prediction: np.ndarray) -> dict:
+    (data / "02_intermediate" / "masks").mkdir(parents=True, exist_ok=True)
+    np.save(data / "02_intermediate" / "masks" / f"{case}.npy", truth)
+    folder = data / "07_model_output" / "runs" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(prediction.astype(np.uint8)).save(folder / f"{case}.png")
+    return {"sample_id": case, "mask_path": f"masks/{case}.npy"}
+
+
+def test_area_ratios_empty_and_poor_cases_by_hand(diagnosis, tmp_path):
+    data, results = tmp_path / "work" / "psfhs" / "data", tmp_path / "results"
+    truth_a = np.zeros((4, 4), np.uint8)
+    truth_a[0, :2] = 1  # class 1: 2 px
+    truth_a[2:, :] = 2  # class 2: 8 px
+    prediction_a = np.zeros((4, 4), np.uint8)
+    prediction_a[0, 0] = 1  # half the class-1 area: Dice 2·1/3
+    prediction_a[1:, :] = 2  # 12 px of class 2: ratio 1.5, Dice 2·8/20
+    truth_b = truth_a.copy()
+    prediction_b = truth_a.copy()
+    prediction_b[prediction_b == 1] = 0  # class 1 missed: empty, Dice 0
+    rows = [write_case(data, "psfhs_0.01_hdc_seed0_cpu-4000it", "c1", truth_a, prediction_a),
+            write_case(data, "psfhs_0.01_hdc_seed0_cpu-4000it", "c2", truth_b, prediction_b)]  # fmt: skip
+    pd.DataFrame(rows).to_parquet(data / "02_intermediate" / "manifest.parquet")
+    classes = {"0": "background", "1": "pubic_symphysis", "2": "fetal_head"}
+    (data / "02_intermediate" / "dataset.json").write_text(json.dumps({"classes": classes}))
+    (results / "runs").mkdir(parents=True)
+    for key in ("psfhs_0.01_hdc_seed0_cpu-4000it", "psfhs_0.01_supervised_seed0_cpu-4000it"):  # the second has no predictions
+        (results / "runs" / f"{key}.json").write_text(json.dumps({"key": key}))
+
+    assert diagnosis.main(["--workdir", str(tmp_path / "work"), "--cache", str(results / "runs"),
+                           "--out", str(results / "ssl_diagnosis")]) == 0  # fmt: skip
+    runs = json.loads((results / "ssl_diagnosis.json").read_text())["runs"]
+    assert list(runs) == ["psfhs_0.01_hdc_seed0_cpu-4000it"]
+    ps, fh = runs["psfhs_0.01_hdc_seed0_cpu-4000it"]["classes"].values()
+    assert ps == {"area_ratio": pytest.approx(0.25), "empty_predictions": 1, "dice_below_0.3": 1}  # (0.5 + 0) / 2
+    assert fh == {"area_ratio": pytest.approx(1.25), "empty_predictions": 0, "dice_below_0.3": 0}  # (1.5 + 1) / 2
+    assert "| psfhs_0.01_hdc_seed0_cpu-4000it | 2 | pubic_symphysis | 0.25 | 1 | 1 |" in (results / "ssl_diagnosis.md").read_text()
+
+
+def test_a_prediction_of_another_size_is_an_error_naming_the_file(diagnosis, tmp_path):
+    data = tmp_path / "data"
+    row = write_case(data, "k", "c1", np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"c1\.png.*differ in shape"):
+        diagnosis.diagnose_run(data / "07_model_output" / "runs" / "k", data / "02_intermediate", pd.DataFrame([row]), {1: "ps"})
