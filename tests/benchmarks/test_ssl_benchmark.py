@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssl_benchmark.py"
+from support.scripts import BENCHMARKS, load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("ssl_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "ssl_benchmark.py")
 
 
 def entry(method, seed, dice, *, ratio=0.05, spi=0.1, rss=1000.0, resumed=False, variant="cpu-4000it", tuned=None):

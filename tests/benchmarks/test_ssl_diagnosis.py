@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ssl_diagnosis.py"
+from support.scripts import BENCHMARKS, load_script
 
 
 @pytest.fixture(scope="module")
 def diagnosis():
-    spec = importlib.util.spec_from_file_location("ssl_diagnosis", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / "ssl_diagnosis.py")
 
 
 def write_case(data: Path, key: str, case: str, truth: np.ndarray, prediction: np.ndarray) -> dict:
