@@ -85,6 +85,12 @@ def supervised_loss(logits: Tensor, target: Tensor) -> Tensor:
     return 0.5 * (ce + dice)
 
 
+def _confident_argmax(teacher_probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """The teacher's detached argmax ``(N, H, W)`` and its float confidence mask ``(N, H, W)`` at ``threshold``."""
+    confidence, pseudo = teacher_probs.detach().float().max(dim=1)
+    return pseudo, (confidence >= threshold).float()
+
+
 def confidence_masked_ce(
     logits: Tensor, teacher_probs: Tensor, threshold: float, average_over: str = "all"
 ) -> tuple[Tensor, Tensor]:
@@ -112,8 +118,7 @@ def confidence_masked_ce(
     _check_maps("confidence_masked_ce", logits, teacher_probs)
     if average_over not in ("all", "confident", "class"):
         raise ValueError(f"average_over must be 'all', 'confident' or 'class', got {average_over!r}")
-    confidence, pseudo = teacher_probs.detach().float().max(dim=1)
-    mask = (confidence >= threshold).float()
+    pseudo, mask = _confident_argmax(teacher_probs, threshold)
     ce = F.cross_entropy(logits.float(), pseudo, reduction="none")
     if average_over == "class":
         per_class = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float() * mask.unsqueeze(1)  # (N, C, H, W)
@@ -144,8 +149,8 @@ def confidence_masked_dice(logits: Tensor, teacher_probs: Tensor, threshold: flo
         ValueError: when the shapes differ.
     """
     _check_maps("confidence_masked_dice", logits, teacher_probs)
-    confidence, pseudo = teacher_probs.detach().float().max(dim=1)
-    mask = (confidence >= threshold).float().unsqueeze(1)
+    pseudo, mask = _confident_argmax(teacher_probs, threshold)
+    mask = mask.unsqueeze(1)
     target = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float()
     return soft_dice_loss(torch.softmax(logits.float(), dim=1) * mask, target * mask)
 

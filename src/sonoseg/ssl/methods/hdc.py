@@ -5,10 +5,10 @@ at three levels: a weak view for the teacher, a strong view for the student (opt
 Gaussian noise, ``input_noise_sigma``; 0 turns it off), and a feature perturbation before the noisy
 decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction found through the
 noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
-decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all pixels,
-or per pseudo-class with ``pix_average: class``; plus a masked soft Dice with ``pix_dice`` > 0); correlation guidance
-(the student's feature affinity map, through a fixed random projection, follows the teacher's); and IIC mutual information between the
-two decoders.
+decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all
+pixels, or per pseudo-class with ``pix_average: class``; plus a masked soft Dice when ``pix_dice`` > 0);
+correlation guidance (the student's feature affinity map, through a fixed random projection, follows
+the teacher's); and IIC mutual information between the two decoders.
 """
 
 from __future__ import annotations
