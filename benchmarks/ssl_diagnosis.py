@@ -8,6 +8,13 @@ does. For every cached benchmark run (``benchmarks/results/runs/``) whose test p
 the work directory (``benchmarks/work/<dataset>/data/07_model_output/runs/<key>/``), and for each
 foreground class: the mean over test cases of predicted area ÷ true area, the number of empty
 predictions and the number of cases with Dice < 0.3. Truth comes from the work directory's ingested store.
+
+Where the dataset has both the pubic symphysis and the fetal head (PSFHS), it also splits the angle of
+progression's error by source: abs ΔAoP with the predicted symphysis over the true head, with the true
+symphysis under the predicted head, and the error of the symphysis axis's direction alone. The floor
+row measures the truth itself after the round trip through the network's input size (nearest
+neighbour down, as training resizes masks, and up, as prediction does): the error that resolution
+alone costs.
 """
 
 from __future__ import annotations
@@ -24,6 +31,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from sonoseg.evaluation.biometry import biometry_errors, fit_ellipse, measure, structure_labels
+from sonoseg.evaluation.predict import resize_labels
+
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.ssl_diagnosis")
 POOR_DICE = 0.3
@@ -38,40 +48,122 @@ def case_areas(prediction: np.ndarray, truth: np.ndarray, label: int) -> tuple[i
 
 
 def diagnose_run(predictions: Path, store: Path, manifest: pd.DataFrame, classes: dict[int, str]) -> dict[str, Any]:
-    """Per class: mean area ratio (cases with a true area only), empty predictions and poor cases."""
-    masks = manifest.set_index("sample_id")["mask_path"]
+    """Per class: mean area ratio (cases with a true area only), empty predictions and poor cases; with
+    both a symphysis and a head class, the mean :func:`aop_error_sources` as ``aop``."""
+    rows = manifest.set_index("sample_id")
+    ps_label, fh_label = structure_labels(classes)
     files = sorted(predictions.glob("*.png"))
     if not files:
         raise FileNotFoundError(f"{predictions}: no prediction PNGs")
     per_class: dict[str, dict[str, Any]] = {}
-    rows = {label: [] for label in classes}
+    areas: dict[int, list[tuple[int, int, float]]] = {label: [] for label in classes}
+    sources = []
     for file in files:
-        if file.stem not in masks.index or not isinstance(masks[file.stem], str):
+        if file.stem not in rows.index or not isinstance(rows.at[file.stem, "mask_path"], str):
             raise KeyError(f"{file}: case {file.stem!r} has no mask in the manifest")
-        truth = np.load(store / masks[file.stem])
+        truth = np.load(store / rows.at[file.stem, "mask_path"])
         prediction = np.asarray(Image.open(file))
         if prediction.shape != truth.shape:
             raise ValueError(f"{file}: prediction {prediction.shape} and truth {truth.shape} differ in shape")
         for label in classes:
-            rows[label].append(case_areas(prediction, truth, label))
+            areas[label].append(case_areas(prediction, truth, label))
+        if ps_label is not None and fh_label is not None:
+            sources.append(aop_error_sources(prediction, truth, _spacing(rows.loc[file.stem]), ps_label, fh_label))
     for label, name in classes.items():
-        values = np.array(rows[label], dtype=float)
+        values = np.array(areas[label], dtype=float)
         present = values[:, 1] > 0
         per_class[name] = {
             "area_ratio": float(np.mean(values[present, 0] / values[present, 1])) if present.any() else None,
             "empty_predictions": int(np.sum(present & (values[:, 0] == 0))),
             f"dice_below_{POOR_DICE}": int(np.sum(values[:, 2] < POOR_DICE)),
         }
-    return {"cases": len(files), "classes": per_class}
+    result: dict[str, Any] = {"cases": len(files), "classes": per_class}
+    if sources:
+        result["aop"] = mean_sources(sources)
+    return result
 
 
-def markdown(results: dict[str, dict[str, Any]], command: str) -> str:
+def combine(symphysis_from: np.ndarray, head_from: np.ndarray, ps_label: int, fh_label: int) -> np.ndarray:
+    """One label map with the symphysis of one map drawn over the head of another."""
+    combined = np.zeros_like(head_from)
+    combined[head_from == fh_label] = fh_label
+    combined[symphysis_from == ps_label] = ps_label
+    return combined
+
+
+def axis_direction_error(prediction: np.ndarray, truth: np.ndarray, label: int, spacing: tuple[float, float] | None) -> float:
+    """Degrees between the major axes of the predicted and true ellipses of one class (0–90); NaN when
+    either cannot be fitted."""
+    predicted, true = fit_ellipse(prediction == label, spacing), fit_ellipse(truth == label, spacing)
+    if predicted is None or true is None:
+        return float("nan")
+    difference = abs(predicted.angle_deg - true.angle_deg) % 180.0
+    return min(difference, 180.0 - difference)
+
+
+def aop_error_sources(
+    prediction: np.ndarray, truth: np.ndarray, spacing: tuple[float, float] | None, ps_label: int, fh_label: int
+) -> dict[str, float]:
+    """abs ΔAoP of the prediction, of its symphysis over the true head, of the true symphysis under its
+    head, and the symphysis axis's direction error, all in degrees."""
+    true = measure(truth, spacing, ps_label, fh_label)
+
+    def aop_error(mask: np.ndarray) -> float:
+        return biometry_errors(measure(mask, spacing, ps_label, fh_label), true)["aop_abs_err_deg"]
+
+    return {
+        "aop_abs_err_deg": aop_error(prediction),
+        "predicted_ps_true_fh": aop_error(combine(prediction, truth, ps_label, fh_label)),
+        "true_ps_predicted_fh": aop_error(combine(truth, prediction, ps_label, fh_label)),
+        "ps_axis_direction_err_deg": axis_direction_error(prediction, truth, ps_label, spacing),
+    }
+
+
+def mean_sources(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    """The mean of each source over the cases where it could be measured (None when none could)."""
+    means: dict[str, float | None] = {}
+    for name in rows[0]:
+        values = np.array([row[name] for row in rows], dtype=float)
+        means[name] = float(np.nanmean(values)) if np.isfinite(values).any() else None
+    return means
+
+
+def _spacing(row: pd.Series) -> tuple[float, float] | None:
+    spacing = (row.get("spacing_row_mm"), row.get("spacing_col_mm"))
+    return None if any(s is None or pd.isna(s) for s in spacing) else (float(spacing[0]), float(spacing[1]))
+
+
+def resolution_floor(
+    cases: Sequence[str], store: Path, manifest: pd.DataFrame, input_size: int, ps_label: int, fh_label: int
+) -> dict[str, float | None]:
+    """:func:`aop_error_sources` of the truth after a nearest-neighbour round trip through ``input_size``²."""
+    rows = manifest.set_index("sample_id")
+    sources = []
+    for case in cases:
+        truth = np.load(store / rows.at[case, "mask_path"])
+        through_input = resize_labels(resize_labels(truth, (input_size, input_size)), truth.shape)
+        sources.append(aop_error_sources(through_input, truth, _spacing(rows.loc[case]), ps_label, fh_label))
+    return mean_sources(sources)
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown(results: dict[str, dict[str, Any]], command: str, floors: dict[int, dict[str, float | None]]) -> str:
     lines = [f"`{command}`", "", f"| run | cases | class | area ÷ truth | empty | Dice < {POOR_DICE} |", "|---|---|---|---|---|---|"]
     for key, result in results.items():
         for name, values in result["classes"].items():
-            ratio = "–" if values["area_ratio"] is None else f"{values['area_ratio']:.2f}"
-            lines.append(f"| {key} | {result['cases']} | {name} | {ratio} | {values['empty_predictions']} | "
-                         f"{values[f'dice_below_{POOR_DICE}']} |")  # fmt: skip
+            lines.append(f"| {key} | {result['cases']} | {name} | {_number(values['area_ratio'])} | "
+                         f"{values['empty_predictions']} | {values[f'dice_below_{POOR_DICE}']} |")  # fmt: skip
+    aop_rows = [(key, result["aop"]) for key, result in results.items() if "aop" in result]
+    aop_rows += [(f"truth through {size}² input (floor)", floor) for size, floor in floors.items()]
+    if aop_rows:
+        lines += ["", "abs ΔAoP (degrees, mean over test cases) by source, and the symphysis axis's direction error:", "",
+                  "| run | abs ΔAoP | predicted PS, true FH | true PS, predicted FH | PS axis direction |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for key, sources in aop_rows:
+            lines.append(f"| {key} | " + " | ".join(_number(value) for value in sources.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -87,18 +179,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     manifest = pd.read_parquet(work / "02_intermediate" / "manifest.parquet")
     dataset = json.loads((work / "02_intermediate" / "dataset.json").read_text())
     classes = {int(k): v for k, v in dataset["classes"].items() if int(k) != 0}
+    ps_label, fh_label = structure_labels(classes)
     results: dict[str, dict[str, Any]] = {}
+    floors: dict[int, dict[str, float | None]] = {}
     for entry_file in sorted(args.cache.glob(f"{args.dataset}_*.json")):
-        key = json.loads(entry_file.read_text())["key"]
+        entry = json.loads(entry_file.read_text())
+        key = entry["key"]
         predictions = work / "07_model_output" / "runs" / key
         if not predictions.is_dir():
             logger.warning("%s: its predictions are not in %s, skipped", key, predictions)
             continue
         results[key] = diagnose_run(predictions, work / "02_intermediate", manifest, classes)
+        input_size = (entry.get("setting") or {}).get("training.input_size")
+        if "aop" in results[key] and input_size and input_size not in floors:  # every run tests the same split
+            cases = [file.stem for file in sorted(predictions.glob("*.png"))]
+            floors[input_size] = resolution_floor(cases, work / "02_intermediate", manifest, input_size, ps_label, fh_label)
     command = " ".join([".venv/bin/python", "benchmarks/ssl_diagnosis.py", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": results}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results, command))
+    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": results, "input_size_floor": floors}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(results, command, floors))
     logger.info("Diagnosed %d run(s) → %s", len(results), args.out.with_suffix(".md"))
     return 0
 

@@ -44,7 +44,7 @@ def test_area_ratios_empty_and_poor_cases_by_hand(diagnosis, tmp_path):
     (data / "02_intermediate" / "dataset.json").write_text(json.dumps({"classes": classes}))
     (results / "runs").mkdir(parents=True)
     for key in ("psfhs_0.01_hdc_seed0_cpu-4000it", "psfhs_0.01_supervised_seed0_cpu-4000it"):  # the second has no predictions
-        (results / "runs" / f"{key}.json").write_text(json.dumps({"key": key}))
+        (results / "runs" / f"{key}.json").write_text(json.dumps({"key": key, "setting": {"training.input_size": 4}}))
 
     assert diagnosis.main(["--workdir", str(tmp_path / "work"), "--cache", str(results / "runs"),
                            "--out", str(results / "ssl_diagnosis")]) == 0  # fmt: skip
@@ -53,7 +53,11 @@ def test_area_ratios_empty_and_poor_cases_by_hand(diagnosis, tmp_path):
     ps, fh = runs["psfhs_0.01_hdc_seed0_cpu-4000it"]["classes"].values()
     assert ps == {"area_ratio": pytest.approx(0.25), "empty_predictions": 1, "dice_below_0.3": 1}  # (0.5 + 0) / 2
     assert fh == {"area_ratio": pytest.approx(1.25), "empty_predictions": 0, "dice_below_0.3": 0}  # (1.5 + 1) / 2
-    assert "| psfhs_0.01_hdc_seed0_cpu-4000it | 2 | pubic_symphysis | 0.25 | 1 | 1 |" in (results / "ssl_diagnosis.md").read_text()
+    table = (results / "ssl_diagnosis.md").read_text()
+    assert "| psfhs_0.01_hdc_seed0_cpu-4000it | 2 | pubic_symphysis | 0.25 | 1 | 1 |" in table
+    # 4x4 structures are too small for an ellipse: no angle is measured, and the tables say so
+    assert runs["psfhs_0.01_hdc_seed0_cpu-4000it"]["aop"]["aop_abs_err_deg"] is None
+    assert "| truth through 4² input (floor) | – | – | – | – |" in table
 
 
 def test_a_prediction_of_another_size_is_an_error_naming_the_file(diagnosis, tmp_path):
@@ -61,3 +65,32 @@ def test_a_prediction_of_another_size_is_an_error_naming_the_file(diagnosis, tmp
     row = write_case(data, "k", "c1", np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8))
     with pytest.raises(ValueError, match=r"c1\.png.*differ in shape"):
         diagnosis.diagnose_run(data / "07_model_output" / "runs" / "k", data / "02_intermediate", pd.DataFrame([row]), {1: "ps"})
+
+
+def draw(ps_angle_deg: float, size: int = 96) -> np.ndarray:
+    """A label map: an elongated symphysis (1) at ``ps_angle_deg`` and a round head (2) beside it."""
+    import cv2
+
+    mask = np.zeros((size, size), np.uint8)
+    cv2.circle(mask, (60, 60), 22, 2, thickness=-1)
+    cv2.ellipse(mask, (22, 28), (16, 5), ps_angle_deg, 0, 360, 1, thickness=-1)
+    return mask
+
+
+def test_aop_error_sources_put_a_rotated_symphysis_on_the_symphysis(diagnosis):
+    truth, prediction = draw(30.0), draw(40.0)  # only the symphysis differs, by 10°
+    sources = diagnosis.aop_error_sources(prediction, truth, None, ps_label=1, fh_label=2)
+    assert np.isfinite(list(sources.values())).all()
+    assert sources["true_ps_predicted_fh"] == 0.0  # the true symphysis under the (unchanged) head is the truth
+    assert sources["predicted_ps_true_fh"] == sources["aop_abs_err_deg"] > 5.0
+    assert sources["ps_axis_direction_err_deg"] == pytest.approx(10.0, abs=1.5)
+    assert diagnosis.axis_direction_error(draw(175.0), draw(5.0), 1, None) == pytest.approx(10.0, abs=1.5)  # across 180°
+
+
+def test_the_resolution_floor_is_zero_at_the_masks_own_size_and_not_below_it(diagnosis, tmp_path):
+    np.save(tmp_path / "c1.npy", draw(30.0))
+    manifest = pd.DataFrame([{"sample_id": "c1", "mask_path": "c1.npy"}])
+    assert diagnosis.resolution_floor(["c1"], tmp_path, manifest, 96, 1, 2) == {
+        "aop_abs_err_deg": 0.0, "predicted_ps_true_fh": 0.0, "true_ps_predicted_fh": 0.0, "ps_axis_direction_err_deg": 0.0}
+    coarse = diagnosis.resolution_floor(["c1"], tmp_path, manifest, 24, 1, 2)
+    assert coarse["aop_abs_err_deg"] > 0.0 and coarse["ps_axis_direction_err_deg"] > 0.0
