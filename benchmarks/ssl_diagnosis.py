@@ -33,6 +33,7 @@ from PIL import Image
 
 from sonoseg.evaluation.biometry import biometry_errors, fit_ellipse, measure, structure_labels
 from sonoseg.evaluation.predict import resize_labels
+from sonoseg.io.store import manifest_spacing
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.ssl_diagnosis")
@@ -68,7 +69,7 @@ def diagnose_run(predictions: Path, store: Path, manifest: pd.DataFrame, classes
         for label in classes:
             areas[label].append(case_areas(prediction, truth, label))
         if ps_label is not None and fh_label is not None:
-            sources.append(aop_error_sources(prediction, truth, _spacing(rows.loc[file.stem]), ps_label, fh_label))
+            sources.append(aop_error_sources(prediction, truth, manifest_spacing(rows.loc[file.stem]), ps_label, fh_label))
     for label, name in classes.items():
         values = np.array(areas[label], dtype=float)
         present = values[:, 1] > 0
@@ -128,11 +129,6 @@ def mean_sources(rows: list[dict[str, float]]) -> dict[str, float | None]:
     return means
 
 
-def _spacing(row: pd.Series) -> tuple[float, float] | None:
-    spacing = (row.get("spacing_row_mm"), row.get("spacing_col_mm"))
-    return None if any(s is None or pd.isna(s) for s in spacing) else (float(spacing[0]), float(spacing[1]))
-
-
 def resolution_floor(
     cases: Sequence[str], store: Path, manifest: pd.DataFrame, input_size: int, ps_label: int, fh_label: int
 ) -> dict[str, float | None]:
@@ -142,7 +138,7 @@ def resolution_floor(
     for case in cases:
         truth = np.load(store / rows.at[case, "mask_path"])
         through_input = resize_labels(resize_labels(truth, (input_size, input_size)), truth.shape)
-        sources.append(aop_error_sources(through_input, truth, _spacing(rows.loc[case]), ps_label, fh_label))
+        sources.append(aop_error_sources(through_input, truth, manifest_spacing(rows.loc[case]), ps_label, fh_label))
     return mean_sources(sources)
 
 

@@ -23,7 +23,7 @@ def write_case(data: Path, key: str, case: str, truth: np.ndarray, prediction: n
     folder = data / "07_model_output" / "runs" / key
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(prediction.astype(np.uint8)).save(folder / f"{case}.png")
-    return {"sample_id": case, "mask_path": f"masks/{case}.npy"}
+    return {"sample_id": case, "mask_path": f"masks/{case}.npy", "spacing_row_mm": np.nan, "spacing_col_mm": np.nan}
 
 
 def test_area_ratios_empty_and_poor_cases_by_hand(diagnosis, tmp_path):
@@ -89,7 +89,7 @@ def test_aop_error_sources_put_a_rotated_symphysis_on_the_symphysis(diagnosis):
 
 def test_the_resolution_floor_is_zero_at_the_masks_own_size_and_not_below_it(diagnosis, tmp_path):
     np.save(tmp_path / "c1.npy", draw(30.0))
-    manifest = pd.DataFrame([{"sample_id": "c1", "mask_path": "c1.npy"}])
+    manifest = pd.DataFrame([{"sample_id": "c1", "mask_path": "c1.npy", "spacing_row_mm": np.nan, "spacing_col_mm": np.nan}])
     assert diagnosis.resolution_floor(["c1"], tmp_path, manifest, 96, 1, 2) == {
         "aop_abs_err_deg": 0.0, "predicted_ps_true_fh": 0.0, "true_ps_predicted_fh": 0.0, "ps_axis_direction_err_deg": 0.0}
     coarse = diagnosis.resolution_floor(["c1"], tmp_path, manifest, 24, 1, 2)

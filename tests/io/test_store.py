@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from support.layouts import write_psfhs
 
 from sonoseg.io.readers import PSFHS_CLASSES, PsfhsReader
 from sonoseg.io.samples import RawSample, SampleError
-from sonoseg.io.store import SampleStore, describe, ingest, pixel_sha256
+from sonoseg.io.store import SampleStore, describe, ingest, manifest_spacing, pixel_sha256
 
 
 def test_describe_hand_computed_fractions_and_labels():
@@ -73,3 +74,8 @@ def test_store_load_of_a_corrupt_array_names_the_file(tmp_path):
     (tmp_path / "images" / "x.npy").write_bytes(b"garbage")
     with pytest.raises(SampleError, match="x.npy: stored array cannot be read"):
         store.load("images/x.npy")
+
+
+def test_manifest_spacing_is_the_row_pair_or_none_when_either_is_missing():
+    assert manifest_spacing(pd.Series({"spacing_row_mm": 0.2, "spacing_col_mm": 0.25})) == (0.2, 0.25)
+    assert manifest_spacing(pd.Series({"spacing_row_mm": np.nan, "spacing_col_mm": 0.25})) is None

@@ -78,6 +78,12 @@ def describe(sample: RawSample, classes: Mapping[int, str]) -> dict:
     return row
 
 
+def manifest_spacing(row: pd.Series) -> tuple[float, float] | None:
+    """A manifest row's (row_mm, col_mm) pixel size, or None when the source gave none."""
+    spacing = (row["spacing_row_mm"], row["spacing_col_mm"])
+    return None if any(pd.isna(s) for s in spacing) else (float(spacing[0]), float(spacing[1]))
+
+
 def samples_digest(manifest: pd.DataFrame) -> str:
     """A sha256 over the samples' ids and pixel hashes, in order: the data version a model saw, or the
     identity of a split (two evaluations are comparable only on the same test digest)."""

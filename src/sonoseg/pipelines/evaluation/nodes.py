@@ -16,7 +16,7 @@ from sonoseg.evaluation.biometry import Biometry, biometry_errors, measure, stru
 from sonoseg.evaluation.metrics import metrics_table, summarise_metrics
 from sonoseg.evaluation.plots import bland_altman, contour_comparison, metric_distributions
 from sonoseg.evaluation.predict import Predictor
-from sonoseg.io.store import SampleStore, samples_digest
+from sonoseg.io.store import SampleStore, manifest_spacing, samples_digest
 from sonoseg.training.trainer import choose_device
 
 logger = logging.getLogger(__name__)
@@ -31,11 +31,6 @@ def _evaluated_rows(manifest: pd.DataFrame, splits: pd.DataFrame, split: str) ->
     if rows.empty:
         raise ValueError(f"The '{split}' split holds no sample with a mask: nothing to evaluate.")
     return rows.sort_values("sample_id").reset_index(drop=True)
-
-
-def _spacing(row: pd.Series) -> tuple[float, float] | None:
-    spacing = (row["spacing_row_mm"], row["spacing_col_mm"])
-    return None if any(pd.isna(s) for s in spacing) else (float(spacing[0]), float(spacing[1]))
 
 
 def predict_split(
@@ -89,7 +84,7 @@ def score_predictions(
     cases, biometry_rows = [], []
     for _, row in rows.iterrows():
         truth, prediction = np.asarray(store.load(row["mask_path"])), _read_prediction(row["prediction_path"])
-        spacing = _spacing(row)
+        spacing = manifest_spacing(row)
         cases.append((row["sample_id"], prediction, truth, spacing))
         predicted, true = measure(prediction, spacing, ps_label, fh_label), measure(truth, spacing, ps_label, fh_label)
         biometry_rows.append(_biometry_row(row["sample_id"], predicted, true))
