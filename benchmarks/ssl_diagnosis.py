@@ -142,8 +142,8 @@ def resolution_floor(
     return mean_sources(sources)
 
 
-def _number(value: float | None, digits: int = 2) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def markdown(results: dict[str, dict[str, Any]], command: str, floors: dict[int, dict[str, float | None]]) -> str:
