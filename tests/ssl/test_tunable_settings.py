@@ -1,5 +1,5 @@
-"""Settings added so the tuning search spaces are real: HDC's input noise and VAT perturbation, and
-SimCVD's projection dropout."""
+"""Settings added so the tuning search spaces are real: HDC's input noise, VAT perturbation and
+pixel-consistency variants, SimCVD's projection dropout, and FixMatch's pseudo-label Dice."""
 
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ def batches(seed: int = 0) -> tuple[Batch, Batch]:
     return Batch(images[:2], masks), Batch(images[2:])
 
 
-def hdc_losses(settings: dict) -> dict[str, torch.Tensor]:
+def method_losses(name: str, settings: dict) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    method = build_method("hdc", settings, MODEL, num_classes=3)
+    method = build_method(name, settings, MODEL, num_classes=3)
     labelled, unlabelled = batches()
     return method.losses(labelled, unlabelled, StepContext(5, 10, torch.Generator().manual_seed(1)))
+
+
+def hdc_losses(settings: dict) -> dict[str, torch.Tensor]:
+    return method_losses("hdc", settings)
 
 
 def test_hdc_input_noise_reaches_the_strong_view_only_when_sigma_is_positive(monkeypatch):
@@ -97,3 +101,15 @@ def test_hdc_pix_dice_adds_a_masked_dice_term_to_the_pixel_consistency():
     default, with_dice = hdc_losses({}), hdc_losses({"pix_dice": 0.5})
     assert torch.equal(with_dice["sup"], default["sup"])
     assert with_dice["pix"] > default["pix"]
+
+
+def test_fixmatch_dice_weight_adds_a_masked_dice_to_every_pseudo_label_term():
+    # threshold 0 makes every pixel confident, so both terms are live on an untrained network
+    with_dice = method_losses("fixmatch", {"threshold": 0.0})
+    ce_only = method_losses("fixmatch", {"threshold": 0.0, "dice_weight": 0.0})
+    assert torch.equal(with_dice["sup"], ce_only["sup"])
+    for term in ("strong", "feature_dropout"):
+        assert with_dice[term] > ce_only[term] > 0
+    assert with_dice["total"] - ce_only["total"] > 0
+    nothing_confident = method_losses("fixmatch", {"threshold": 1.01})
+    assert nothing_confident["strong"] == 0 and nothing_confident["feature_dropout"] == 0

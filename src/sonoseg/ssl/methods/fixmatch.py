@@ -1,5 +1,7 @@
 """FixMatch, with UniMatch's extras as settings: the weak view's confident predictions are pseudo
-labels for ``strong_views`` photometric strong views, and (UniMatch) for a feature-dropout view."""
+labels for ``strong_views`` photometric strong views, and (UniMatch) for a feature-dropout view.
+Each view learns them by a confidence-masked CE plus ``dice_weight`` times a confidence-masked soft
+Dice (DESIGN.md §4: "CE/Dice"); with the CE alone, background pixels outweigh the pubic symphysis."""
 
 from __future__ import annotations
 
@@ -9,14 +11,14 @@ from torch import Tensor, nn
 
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import confidence_masked_ce
+from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice
 
 
 @register_method
 class FixMatch(Method):
     name = "fixmatch"
     # strong_views 1 and feature_dropout 0 is FixMatch; 2 and 0.5 is UniMatch.
-    DEFAULTS = {"threshold": 0.95, "unsup_weight": 1.0, "strong_views": 2, "feature_dropout": 0.5}
+    DEFAULTS = {"threshold": 0.95, "unsup_weight": 1.0, "strong_views": 2, "feature_dropout": 0.5, "dice_weight": 1.0}
 
     def build_networks(self) -> dict[str, nn.Module]:
         return {"student": self.network()}
@@ -31,7 +33,7 @@ class FixMatch(Method):
             pseudo = torch.softmax(self.run("student", weak), 1)
         terms: dict[str, Tensor] = {}
         strong = [
-            confidence_masked_ce(self.run("student", strong_augment(weak, generator=context.generator)), pseudo, s["threshold"])[0]
+            self._pseudo_label_loss(self.run("student", strong_augment(weak, generator=context.generator)), pseudo)
             for _ in range(s["strong_views"])
         ]
         unsup = torch.stack(strong).mean()
@@ -40,6 +42,14 @@ class FixMatch(Method):
             features = self.run("student", weak, route="encode")
             dropped = [F.dropout2d(f, p=s["feature_dropout"], training=True) for f in features]
             logits = self.run("student", self.run("student", dropped, route="decode"), route="head")
-            terms["feature_dropout"] = confidence_masked_ce(logits, pseudo, s["threshold"])[0]
+            terms["feature_dropout"] = self._pseudo_label_loss(logits, pseudo)
             unsup = 0.5 * unsup + 0.5 * terms["feature_dropout"]
         return {"total": sup + s["unsup_weight"] * unsup, "sup": sup, **terms}
+
+    def _pseudo_label_loss(self, logits: Tensor, pseudo: Tensor) -> Tensor:
+        """Confidence-masked CE, plus ``dice_weight`` times the confidence-masked soft Dice, against ``pseudo``."""
+        threshold, dice_weight = self.settings["threshold"], self.settings["dice_weight"]
+        loss = confidence_masked_ce(logits, pseudo, threshold)[0]
+        if dice_weight > 0:
+            loss = loss + dice_weight * confidence_masked_dice(logits, pseudo, threshold)
+        return loss
