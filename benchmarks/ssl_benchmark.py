@@ -165,6 +165,17 @@ def run_key(dataset: str, ratio: float, method: str, seed: int, variant: str, tu
     return f"{dataset}_{ratio_key(ratio)}_{method}_seed{seed}_{variant}{'_tuned' if tuned else ''}{overrides_suffix(overrides or {})}"
 
 
+def run_parameters(params: Mapping[str, Any], overrides: Mapping[str, str], *, ratio: float, method: str, seed: int,
+                   variant: str, key: str, tuned: bool) -> dict[str, Any]:  # fmt: skip
+    """The ``--params`` of one run: the budget's, the ``--set`` overrides, and where its checkpoints and
+    predictions go (apart per variant, tuning, overrides, ratio, method and seed, so that none resumes another)."""
+    output_dir = (f"data/06_models/runs/{variant}{'-tuned' if tuned else ''}{overrides_suffix(overrides)}/"
+                  f"{ratio_key(ratio)}/{method}/seed{seed}")  # fmt: skip
+    return {**params, **overrides, "training.method": method, "training.seed": seed, "training.output_dir": output_dir,
+            "training.progress": False, "training.use_tuned": tuned,
+            "evaluation.predictions_dir": f"data/07_model_output/runs/{key}"}  # fmt: skip
+
+
 def format_params(params: Mapping[str, Any]) -> str:
     """``k=v,k=v`` for ``kedro run --params`` (OmegaConf parses each value as YAML)."""
     items = []
@@ -353,16 +364,13 @@ def run_one(
     """Train and evaluate one (ratio, method, seed) through Kedro; write and return its cache entry."""
     overrides = dict(overrides or {})
     key = run_key(work.dataset, ratio, method, seed, variant, tuned is not None, overrides)
-    output_dir = (f"data/06_models/runs/{variant}{'-tuned' if tuned else ''}{overrides_suffix(overrides)}/"
-                  f"{ratio_key(ratio)}/{method}/seed{seed}")  # fmt: skip
-    resumed = (work.path / output_dir / method / "last.pt").is_file()  # the trainer resumes from it
+    run_params = run_parameters(params, overrides, ratio=ratio, method=method, seed=seed, variant=variant, key=key,
+                                tuned=tuned is not None)  # fmt: skip
+    resumed = (work.path / run_params["training.output_dir"] / method / "last.pt").is_file()  # the trainer resumes from it
     tuned_file = work.path / "data/05_model_input/tuned_params.yml"
     if tuned is not None:
         tuned_file.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(tuned["path"], tuned_file)
-    run_params = {**params, **overrides, "training.method": method, "training.seed": seed, "training.output_dir": output_dir,
-                  "training.progress": False, "training.use_tuned": tuned is not None,
-                  "evaluation.predictions_dir": f"data/07_model_output/runs/{key}"}  # fmt: skip
     reports = ("training_summary.json", "metrics.json", "metrics_per_case.csv", "biometry_per_case.csv")
     for name in reports:  # a failed run must not leave the previous run's reports to be read as its own
         (work.reporting / name).unlink(missing_ok=True)
@@ -431,7 +439,7 @@ def aggregate(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str]
     """Cache entries -> {(dataset, ratio key, variant): {method label: test-split means over seeds, ...}}.
 
     Speed and memory are ratios to ``supervised`` (untuned) of the same dataset, ratio and variant; None when
-    that is missing. Resumed runs have no whole-run time, so they do not count towards the time.
+    that is missing. Resumed runs and runs trained on another machine do not count towards time and memory.
     """
     groups: dict[tuple[str, str, str], dict[str, dict[int, Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for entry in entries:
@@ -468,10 +476,13 @@ def _summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     classes = dict.fromkeys(match.group(1) for m in metrics for k in m if (match := re.fullmatch(r"dice_(.+)_mean", k)))
     row["per_class"] = {cls: {metric: _over_seeds([m.get(f"{metric}_{cls}_mean") for m in metrics])
                               for metric in CLASS_METRICS} for cls in classes}  # fmt: skip
-    timed = [t.get("seconds_per_iteration") for s, t in zip(seeds, training) if not runs[s].get("resumed")]
-    row["seconds_per_iteration"] = _mean(timed)
-    row["peak_rss_mb"] = _mean([t.get("peak_rss_mb") for t in training])
-    row["peak_gpu_mb"] = _mean([t.get("peak_gpu_mb") for t in training])
+    # a resumed run has no whole-run time, and one trained on another machine (device_runs.py) no comparable one
+    measured = [t for s, t in zip(seeds, training) if not runs[s].get("resumed") and not runs[s].get("trained_on")]
+    row["seconds_per_iteration"] = _mean([t.get("seconds_per_iteration") for t in measured])
+    row["peak_rss_mb"] = _mean([t.get("peak_rss_mb") for t in measured])
+    row["peak_gpu_mb"] = _mean([t.get("peak_gpu_mb") for t in measured])
+    row["trained_on"] = {s: runs[s]["trained_on"].get("gpu") or runs[s]["trained_on"]["device"]
+                         for s in seeds if runs[s].get("trained_on")}  # fmt: skip
     row["best_val_dice_per_seed"] = [t.get("best_val_dice") for t in training]
     row["n_labelled"] = sorted({t.get("n_labelled") for t in training if t.get("n_labelled") is not None})
     first = runs[seeds[0]]
@@ -534,6 +545,13 @@ def render_markdown(
         commands = sorted({c for r in rows.values() for c in r["commands"]})
         commits = sorted({c for r in rows.values() for c in ([r["git_commit"]] if isinstance(r["git_commit"], str) else r["git_commit"])})
         footer = ["Runs from " + "; ".join(f"`{c}`" for c in commands) + f" at commit(s) {', '.join(f'`{c}`' for c in commits)}.", ""]
+        elsewhere = {label: row["trained_on"] for label, row in rows.items() if row.get("trained_on")}
+        if elsewhere:
+            seeds = "; ".join(f"{label} seed(s) {', '.join(map(str, on))} on {', '.join(sorted(set(on.values())))}"
+                              for label, on in elsewhere.items())  # fmt: skip
+            footer += [f"Trained on another machine by `benchmarks/device_runs.py` ({seeds}): the same parameters in fp32 "
+                       "through the library calls of the training and evaluation nodes, not `kedro run`; their time and "
+                       "memory are left out of the ratios.", ""]  # fmt: skip
         columns = MAIN_COLUMNS.get(dataset, MAIN_COLUMNS["psfhs"])
         lines += ["| method | seeds | labelled | " + " | ".join(c for c, _ in columns) + " | time/iter ÷ sup | memory ÷ sup |",
                   "|---|---|---|" + "---|" * len(columns) + "---|---|"]  # fmt: skip

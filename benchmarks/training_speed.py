@@ -144,6 +144,8 @@ def main() -> None:
     else:
         size, model, batch, device, store_size = 64, {"name": "unet_small"}, 4, "cpu", 128
     methods = ["supervised", *[m for m in args.methods if m != "supervised"]]
+    setting = {"device": device, "input_size": size, "model": model, "batch_labelled": batch, "batch_unlabelled": batch,
+               "torch_threads": __import__("torch").get_num_threads(), "steps": args.steps}  # fmt: skip
     with tempfile.TemporaryDirectory() as store:
         prepare_store(Path(store), store_size, 96)
         rows = []
@@ -151,26 +153,29 @@ def main() -> None:
             rows.append(run_isolated(method=method, store_dir=store, size=size, model=model, batch=batch,
                                      warmup=args.warmup, steps=args.steps, device=device))  # fmt: skip
             logger.info("%s", rows[-1])
+            write_results(rows, setting, args.out, args.gpu)  # after each method, so a run cut short keeps what it measured
+
+
+def write_results(rows: list[dict], setting: dict, out: Path, gpu: bool) -> None:
+    """The JSON and markdown table, with time and memory as ratios to the first row (supervised)."""
     base = rows[0]
-    memory_key = "peak_gpu_memory_mb" if args.gpu else "peak_rss_growth_mb"
+    memory_key = "peak_gpu_memory_mb" if gpu else "peak_rss_growth_mb"
     for row in rows:
         row["time_ratio_to_supervised"] = row["seconds_per_step"] / base["seconds_per_step"]
         row["memory_ratio_to_supervised"] = row[memory_key] / max(base[memory_key], 1.0)
-    setting = {"device": device, "input_size": size, "model": model, "batch_labelled": batch, "batch_unlabelled": batch,
-               "torch_threads": __import__("torch").get_num_threads(), "steps": args.steps}  # fmt: skip
-    suffix = "_gpu" if args.gpu else ""
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"training_speed{suffix}.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
+    suffix = "_gpu" if gpu else ""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"training_speed{suffix}.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
     lines = [f"Setting: {json.dumps(setting)}", "",
              f"| method | s/step | images/s | {memory_key} | time ÷ supervised | memory ÷ supervised |"
-             + (" GPU util % |" if args.gpu else ""),
-             "|---|---|---|---|---|---|" + ("---|" if args.gpu else "")]  # fmt: skip
+             + (" GPU util % |" if gpu else ""),
+             "|---|---|---|---|---|---|" + ("---|" if gpu else "")]  # fmt: skip
     for r in rows:
-        util = f" {r['gpu_utilisation_percent']:.0f} |" if args.gpu and r.get("gpu_utilisation_percent") is not None else (" - |" if args.gpu else "")
+        util = f" {r['gpu_utilisation_percent']:.0f} |" if gpu and r.get("gpu_utilisation_percent") is not None else (" - |" if gpu else "")
         lines.append(f"| {r['method']} | {r['seconds_per_step']:.3f} | {r['images_per_second']:.1f} | {r[memory_key]:.0f} | "
                      f"{r['time_ratio_to_supervised']:.2f} | {r['memory_ratio_to_supervised']:.2f} |{util}")  # fmt: skip
-    (args.out / f"training_speed{suffix}.md").write_text("\n".join(lines) + "\n")
-    logger.info("wrote %s", args.out / f"training_speed{suffix}.md")
+    (out / f"training_speed{suffix}.md").write_text("\n".join(lines) + "\n")
+    logger.info("wrote %s", out / f"training_speed{suffix}.md")
 
 
 if __name__ == "__main__":

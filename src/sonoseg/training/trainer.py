@@ -325,3 +325,36 @@ def summarise(history: list[dict[str, float]], window: int = 10) -> dict[str, fl
     first = {f"{k}_first": float(np.mean([h[k] for h in history[:window]])) for k in keys}
     last = {f"{k}_last": float(np.mean([h[k] for h in history[-window:]])) for k in keys}
     return {**first, **last}
+
+
+def peak_gpu_mb(device: torch.device) -> float | None:
+    """Peak CUDA memory allocated by this process, in MiB; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def fit_summary(trainer: Trainer, result: TrainingResult, sets: TrainingSets, seconds: float) -> dict[str, Any]:
+    """What one ``fit`` reports: the selection on val, speed, memory, the data's sizes and the losses."""
+    import resource
+
+    return {
+        "method": trainer.config.method,
+        "best_val_dice": result.best_val_dice,
+        "best_iteration": result.best_iteration,
+        "iterations": result.iterations_done,
+        # wall time of fit(), validation included (a resumed run's covers only the iterations it ran itself)
+        "train_seconds": seconds,
+        "seconds_per_iteration": seconds / max(result.iterations_done, 1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "peak_gpu_mb": peak_gpu_mb(trainer.device),
+        "best_checkpoint": str(result.best_checkpoint),
+        "last_checkpoint": str(result.last_checkpoint),
+        "n_labelled": sets.n_labelled,
+        "n_unlabelled": sets.n_unlabelled,
+        "n_val": len(sets.val),
+        "device": str(trainer.device),
+        "input_size": trainer.config.input_size,
+        "losses": summarise(result.history),
+        "val_history": result.val_history,
+    }

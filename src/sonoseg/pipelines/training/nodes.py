@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import subprocess
 import time
 from typing import Any
@@ -16,7 +15,7 @@ from sonoseg.io.store import SampleStore, samples_digest
 from sonoseg.ssl.base import method_class
 from sonoseg.training.config import TrainerConfig
 from sonoseg.training.data import training_sets
-from sonoseg.training.trainer import Trainer, summarise
+from sonoseg.training.trainer import Trainer, fit_summary
 from sonoseg.training.tracking import MlflowTracker
 from sonoseg.tuning.report import apply_tuned
 
@@ -30,15 +29,6 @@ def git_commit() -> str:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def torch_peak_gpu_mb(device: Any) -> float | None:
-    """Peak CUDA memory allocated by this process, in MiB; None off CUDA."""
-    import torch
-
-    if getattr(device, "type", str(device)) != "cuda":
-        return None
-    return torch.cuda.max_memory_allocated(device) / 2**20
 
 
 def train_model(
@@ -91,29 +81,12 @@ def train_model(
         mlflow.log_artifact(str(result.best_checkpoint), artifact_path="checkpoints")
         mlflow.log_metric("best_val_dice", result.best_val_dice)
     summary = {
-        "method": config.method,
-        "best_val_dice": result.best_val_dice,
-        "best_iteration": result.best_iteration,
-        "iterations": result.iterations_done,
-        # wall time of fit(), validation included (a resumed run's covers only the iterations it ran itself)
-        "train_seconds": seconds,
-        "seconds_per_iteration": seconds / max(result.iterations_done, 1),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
-        "peak_gpu_mb": torch_peak_gpu_mb(trainer.device),
-        "best_checkpoint": str(result.best_checkpoint),
-        "last_checkpoint": str(result.last_checkpoint),
-        "n_labelled": sets.n_labelled,
-        "n_unlabelled": sets.n_unlabelled,
-        "n_val": len(sets.val),
-        "device": str(trainer.device),
+        **fit_summary(trainer, result, sets, seconds),
         "data_version": version,
         "dvc_data": dvc_data,
         "git_commit": commit,
-        "input_size": config.input_size,
         "tuned_from": tuned_from,
         "mlflow_run_id": run.info.run_id if run is not None else None,
-        "losses": summarise(result.history),
-        "val_history": result.val_history,
     }
     figure = learning_curves(result.history, result.val_history, title=f"{config.method}: best val Dice {result.best_val_dice:.3f}")
     val_curve = pd.DataFrame(result.val_history, columns=["iteration", "val_dice"])
