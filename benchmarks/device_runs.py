@@ -10,11 +10,13 @@ there makes the library calls of the training and evaluation nodes instead of ``
    Kedro (conf/base, the budget's, ``--set``). The CPU budget's runs stay in fp32 (no AMP, no TF32).
    Up to ``--parallel`` runs go at once until ``--deadline-s``. Each run is ``Trainer.fit``, then the evaluation
    node's ``predict_split`` and ``score_predictions`` on the test split. ``device_runs.tar.gz`` holds every
-   finished run's reports. The checkpoints stay there: an infodiv checkpoint alone is about 67 MB.
+   finished run's reports and test predictions. The checkpoints stay there: an infodiv checkpoint alone is
+   about 67 MB.
 3. ``import`` (here) logs each run to MLflow: params, tags, per-iteration curves, test metrics and per-case
    tables. It also writes the run's cache entry in ``benchmarks/results/runs/``, marked ``trained_on``, so that
    ``ssl_benchmark.py --aggregate-only`` puts the run's accuracy in the tables. Its time and memory come from
-   another machine, so they stay out of the ratios to supervised.
+   another machine, so they stay out of the ratios to supervised. The predictions go where a Kedro run puts
+   them in the benchmark's work directory, for ``ssl_diagnosis.py``.
 
 Run:
   .venv/bin/python benchmarks/device_runs.py pack --dataset psfhs --ratios 0.05 --out .device/psfhs
@@ -207,6 +209,7 @@ def train_one(work: Path, pack_dir: Path, dataset: str, ratio: float, method: st
     bench.write_json(out / "metrics.json", metrics)
     per_case.to_csv(out / "metrics_per_case.csv", index=False)
     biometry.to_csv(out / "biometry_per_case.csv", index=False)
+    shutil.copytree(params["evaluation"]["predictions_dir"], out / "predictions")  # label PNGs, ~1 KB each
     return metrics
 
 
@@ -265,8 +268,8 @@ def train(args: argparse.Namespace) -> int:
     bench.write_json(args.out / "device_runs.json", {"pack": info, "variant": variant, "runs": status})
     with tarfile.open(args.out / ARCHIVE, "w:gz") as archive:
         for run in sorted(runs_dir.iterdir()):
-            for name in ("request.json", *REPORTS):
-                if (run / name).is_file():
+            for name in ("request.json", *REPORTS, "predictions"):
+                if (run / name).exists():
                     archive.add(run / name, arcname=f"{run.name}/{name}")
     shutil.rmtree(runs_dir)
     failed = [k for k, v in status.items() if v["status"] != "done"]
@@ -320,8 +323,10 @@ def log_to_mlflow(tracking_uri: str, key: str, request: Mapping[str, Any], summa
     return run_id
 
 
-def import_runs(source: Path, cache: Path, tracking_uri: str) -> list[str]:
-    """Every finished run of ``source``'s archive into MLflow and the cache; cached keys are left alone."""
+def import_runs(source: Path, cache: Path, tracking_uri: str, workdir: Path) -> list[str]:
+    """Every finished run of ``source``'s archive into MLflow and the cache, and its test predictions into
+    ``workdir/<dataset>/`` where a Kedro run would have written them (``ssl_diagnosis.py`` reads them there);
+    cached keys are left alone."""
     imported = []
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(source / ARCHIVE) as archive:
         archive.extractall(tmp, filter="data")
@@ -336,6 +341,10 @@ def import_runs(source: Path, cache: Path, tracking_uri: str) -> list[str]:
             request, summary, history, metrics = (json.loads((folder / f"{n}.json").read_text())
                                                   for n in ("request", "summary", "history", "metrics"))  # fmt: skip
             run_id = log_to_mlflow(tracking_uri, key, request, summary, history, metrics, folder)
+            if (folder / "predictions").is_dir():
+                predictions = workdir / request["dataset"] / request["run_params"]["evaluation.predictions_dir"]
+                shutil.rmtree(predictions, ignore_errors=True)
+                shutil.copytree(folder / "predictions", predictions)
             training = {k: v for k, v in summary.items() if k not in ("losses", "val_history", "params", "trained_on")}
             entry = {
                 "key": key, "dataset": request["dataset"], "label_ratio": float(request["ratio"]), "method": request["method"],
@@ -386,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     i.add_argument("source", type=Path, help=f"the folder that holds {ARCHIVE}")
     i.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results")
     i.add_argument("--tracking-uri", default=f"sqlite:///{ROOT / 'mlflow.db'}")
+    i.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work", help="receives the test predictions")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.command == "pack":
@@ -396,7 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "one":
         one(args.request)
     else:
-        imported = import_runs(args.source, args.results_dir / "runs", bench.absolute_tracking_uri(args.tracking_uri))
+        imported = import_runs(args.source, args.results_dir / "runs", bench.absolute_tracking_uri(args.tracking_uri),
+                               args.workdir)  # fmt: skip
         logger.info("Imported %d run(s); run ssl_benchmark.py --aggregate-only for the tables", len(imported))
     return 0
 

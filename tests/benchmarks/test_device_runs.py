@@ -74,7 +74,7 @@ def test_train_then_import_logs_runs_to_mlflow_and_the_cache_without_their_time(
     assert sorted(p.name for p in out.iterdir()) == ["device_runs.json", "device_runs.tar.gz"]
 
     cache, uri = tmp_path / "results" / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}"
-    keys = device_runs.import_runs(out, cache, uri)
+    keys = device_runs.import_runs(out, cache, uri, tmp_path / "work")
     assert len(keys) == 2
     entries = [json.loads((cache / f"{k}.json").read_text()) for k in keys]
     teacher = next(e for e in entries if e["method"] == "mean_teacher")
@@ -89,7 +89,9 @@ def test_train_then_import_logs_runs_to_mlflow_and_the_cache_without_their_time(
     curve = mlflow.MlflowClient(uri).get_metric_history(teacher["mlflow_run_id"], "train/total")
     assert sorted(m.step for m in curve) == [1, 2, 3, 4]
 
-    assert device_runs.import_runs(out, cache, uri) == []  # cached keys are left alone
+    predictions = tmp_path / "work" / "psfhs" / "data" / "07_model_output" / "runs" / teacher["key"]
+    assert len(list(predictions.glob("*.png"))) == 3  # where ssl_diagnosis.py looks for a Kedro run's
+    assert device_runs.import_runs(out, cache, uri, tmp_path / "work") == []  # cached keys are left alone
     rows = device_runs.bench.aggregate(entries)[("psfhs", "0.25", report["variant"])]
     assert rows["mean_teacher"]["dice_mean"] == pytest.approx(teacher["metrics"]["dice_mean"])
     assert rows["mean_teacher"]["seconds_per_iter_ratio"] is None  # another machine's time is not compared
@@ -102,4 +104,4 @@ def test_runs_past_the_deadline_are_stopped_reported_and_not_imported(device_run
     assert device_runs.train(train_args(pack_dir, out, runs, deadline_s=1, parallel=1)) == 1
     statuses = json.loads((out / "device_runs.json").read_text())["runs"]
     assert sorted(v["status"] for v in statuses.values()) == ["not started (deadline)", "stopped at the deadline"]
-    assert device_runs.import_runs(out, tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}") == []
+    assert device_runs.import_runs(out, tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "work") == []
