@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import shutil
+import shlex
 import signal
 import subprocess
 import sys
@@ -245,7 +246,8 @@ def train(args: argparse.Namespace) -> int:
                        "out": str((runs_dir / key).resolve())}  # fmt: skip
             (runs_dir / key).mkdir(parents=True, exist_ok=True)
             bench.write_json(runs_dir / key / "request.json", {**request, "variant": variant, "overrides": overrides,
-                                                                "budget": args.budget, "setting": params, "pack_info": info})  # fmt: skip
+                                                                "budget": args.budget, "setting": params, "pack_info": info,
+                                                                "command": args.command_line})  # fmt: skip
             log = open(runs_dir / key / "run.log", "w")
             command = [sys.executable, str(Path(__file__).resolve()), "one", str(runs_dir / key / "request.json")]
             running[key] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}),
@@ -349,12 +351,14 @@ def import_runs(source: Path, cache: Path, tracking_uri: str, workdir: Path) -> 
             entry = {
                 "key": key, "dataset": request["dataset"], "label_ratio": float(request["ratio"]), "method": request["method"],
                 "seed": request["seed"], "budget": request["budget"], "iterations": int(request["run_params"]["training.iterations"]),
-                "variant": request["variant"], "setting": request["setting"], "tuned": None, "overrides": request["overrides"], "metrics": metrics, "training": training, "resumed": False,
+                "variant": request["variant"], "setting": request["setting"], "tuned": None, "overrides": request["overrides"],
+                "metrics": metrics, "training": training, "resumed": False,
                 "trained_on": summary["trained_on"], "git_commit": request["pack_info"]["git_commit"],
                 "git_dirty": request["pack_info"]["git_dirty"], "mlflow_run_id": run_id, "mlflow_tagged": True,
                 "tracking_uri": tracking_uri, "wall_seconds": summary["train_seconds"],
                 "command": "benchmarks/device_runs.py one (library calls of the training and evaluation nodes)",
-                "benchmark_command": f"benchmarks/device_runs.py train on {summary['trained_on'].get('gpu', summary['trained_on']['device'])}",
+                # an archive from before requests kept their command line names the script only
+                "benchmark_command": request.get("command") or "benchmarks/device_runs.py train",
                 "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }  # fmt: skip
             bench.write_json(cache / f"{key}.json", entry)
@@ -402,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pack(args)
     elif args.command == "train":
         args.overrides = bench.parse_overrides(t, args.overrides)
+        args.command_line = shlex.join(["python3", "benchmarks/device_runs.py", *(sys.argv[1:] if argv is None else argv)])
         return train(args)
     elif args.command == "one":
         one(args.request)

@@ -62,7 +62,7 @@ def pack_dir(device_runs, tmp_path_factory):
 def train_args(pack_dir, out, runs, deadline_s=600, parallel=2):
     return argparse.Namespace(
         pack=pack_dir, runs=runs, out=out, work=out.parent / "device_work", device="cpu", budget="cpu", iterations=4,
-        input_size=32, batch=2, parallel=parallel, deadline_s=deadline_s, overrides={},
+        input_size=32, batch=2, parallel=parallel, deadline_s=deadline_s, overrides={}, command_line="python3 benchmarks/device_runs.py train",
     )  # fmt: skip
 
 
@@ -80,6 +80,7 @@ def test_train_then_import_logs_runs_to_mlflow_and_the_cache_without_their_time(
     teacher = next(e for e in entries if e["method"] == "mean_teacher")
     assert (teacher["seed"], teacher["label_ratio"], teacher["iterations"]) == (1, 0.25, 4)
     assert teacher["trained_on"]["device"] == "cpu" and teacher["training"]["n_labelled"] == 4
+    assert teacher["benchmark_command"] == "python3 benchmarks/device_runs.py train"
     assert 0.0 <= teacher["metrics"]["dice_mean"] <= 1.0 and teacher["metrics"]["cases"] == 3
 
     run = mlflow.MlflowClient(uri).get_run(teacher["mlflow_run_id"])
