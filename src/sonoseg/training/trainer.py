@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import resource
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -336,8 +337,6 @@ def peak_gpu_mb(device: torch.device) -> float | None:
 
 def fit_summary(trainer: Trainer, result: TrainingResult, sets: TrainingSets, seconds: float) -> dict[str, Any]:
     """What one ``fit`` reports: the selection on val, speed, memory, the data's sizes and the losses."""
-    import resource
-
     return {
         "method": trainer.config.method,
         "best_val_dice": result.best_val_dice,
