@@ -296,14 +296,13 @@ def log_to_mlflow(tracking_uri: str, key: str, request: Mapping[str, Any], summa
     import mlflow
     from mlflow.entities import Metric, Param
 
-    bench.ensure_experiment(tracking_uri)
+    experiment_id = bench.ensure_experiment(tracking_uri)
     client = mlflow.MlflowClient(tracking_uri)
-    name = yaml.safe_load((ROOT / "conf/base/mlflow.yml").read_text())["tracking"]["experiment"]["name"]
     tags = {"benchmark": bench.BENCHMARK, "dataset": request["dataset"], "label_ratio": bench.ratio_key(request["ratio"]),
             "seed": request["seed"], "budget": request["budget"], "benchmark_variant": request["variant"],
             "method": request["method"], "git_commit": request["pack_info"]["git_commit"], "runner": "benchmarks/device_runs.py",
             "trained_on": json.dumps(summary["trained_on"]), "test_split_sha256": metrics["test_split_sha256"]}  # fmt: skip
-    run = client.create_run(client.get_experiment_by_name(name).experiment_id, run_name=key,
+    run = client.create_run(experiment_id, run_name=key,
                             tags={k: str(v) for k, v in tags.items()})  # fmt: skip
     run_id = run.info.run_id
     flat = bench.flatten(summary["params"])

@@ -317,10 +317,10 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
-def ensure_experiment(tracking_uri: str) -> None:
+def ensure_experiment(tracking_uri: str) -> str:
     """Create the experiment before Kedro does, from the store's folder: MLflow resolves a sqlite store's
     default artifact root (./mlruns) against the current directory, which would otherwise be the work
-    directory, and the runs' artifacts and registered models would live and die with it."""
+    directory, and the runs' artifacts and registered models would live and die with it. Returns its id."""
     import mlflow
 
     name = yaml.safe_load((ROOT / "conf/base/mlflow.yml").read_text())["tracking"]["experiment"]["name"]
@@ -328,9 +328,11 @@ def ensure_experiment(tracking_uri: str) -> None:
     folder = database.parent if database is not None else Path.cwd()
     with contextlib.chdir(folder):
         client = mlflow.MlflowClient(tracking_uri)
-        if client.get_experiment_by_name(name) is None:
-            client.create_experiment(name)
-            logger.info("Created MLflow experiment '%s' in %s (artifacts under %s)", name, tracking_uri, folder / "mlruns")
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        logger.info("Creating MLflow experiment '%s' in %s (artifacts under %s)", name, tracking_uri, folder / "mlruns")
+        return client.create_experiment(name)
 
 
 def tag_run(tracking_uri: str, run_id: str | None, tags: Mapping[str, Any]) -> bool:
