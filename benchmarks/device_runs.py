@@ -32,6 +32,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import shlex
 import signal
@@ -184,7 +185,9 @@ def train_one(work: Path, pack_dir: Path, dataset: str, ratio: float, method: st
     from sonoseg.training.data import training_sets
     from sonoseg.training.trainer import Trainer, fit_summary
 
-    on_device = {"training.device": device, "evaluation.device": device, "training.amp": "off", "training.workers": 2}
+    # the progress bar goes to run.log, so a run stopped at the deadline still shows how far it got and how fast
+    on_device = {"training.device": device, "evaluation.device": device, "training.amp": "off", "training.workers": 2,
+                 "training.progress": True}  # fmt: skip
     params = kedro_parameters(dataset, {**run_params, **on_device})
     if device.startswith("cuda"):  # fp32 as on the CPU: TF32 would round the matrix products to 10-bit mantissas
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -212,6 +215,12 @@ def train_one(work: Path, pack_dir: Path, dataset: str, ratio: float, method: st
     biometry.to_csv(out / "biometry_per_case.csv", index=False)
     shutil.copytree(params["evaluation"]["predictions_dir"], out / "predictions")  # label PNGs, ~1 KB each
     return metrics
+
+
+def last_progress(log_file: Path) -> str | None:
+    """The last progress-bar update in a run's log (``1800/4000 [02:00<02:26, 15.0it/s]``), or None."""
+    found = re.findall(r"\d+/\d+ \[[^\]]*\]", log_file.read_text(errors="replace")) if log_file.exists() else []
+    return found[-1] if found else None
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -264,7 +273,8 @@ def train(args: argparse.Namespace) -> int:
     for key, (process, log, started) in running.items():
         _stop(process)
         log.close()
-        status[key] = {"status": "stopped at the deadline", "seconds": time.monotonic() - started}
+        status[key] = {"status": "stopped at the deadline", "seconds": time.monotonic() - started,
+                       "progress": last_progress(runs_dir / key / "run.log")}  # fmt: skip
     for ratio, method, seed in queue:
         status[f"{ratio}:{method}:{seed}"] = {"status": "not started (deadline)"}
     bench.write_json(args.out / "device_runs.json", {"pack": info, "variant": variant, "runs": status})

@@ -106,3 +106,13 @@ def test_runs_past_the_deadline_are_stopped_reported_and_not_imported(device_run
     statuses = json.loads((out / "device_runs.json").read_text())["runs"]
     assert sorted(v["status"] for v in statuses.values()) == ["not started (deadline)", "stopped at the deadline"]
     assert device_runs.import_runs(out, tmp_path / "runs", f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "work") == []
+
+
+def test_last_progress_reads_the_latest_bar_update_of_a_log(device_runs, tmp_path):
+    log = tmp_path / "run.log"
+    assert device_runs.last_progress(log) is None  # no log yet
+    log.write_text("INFO Resuming infodiv at iteration 500\rtrain infodiv:  12%|#2 | 500/4000 [00:00<?, ?it/s]"
+                   "\rtrain infodiv:  45%|####5 | 1800/4000 [02:00<02:26, 15.0it/s]\n")  # fmt: skip
+    assert device_runs.last_progress(log) == "1800/4000 [02:00<02:26, 15.0it/s]"
+    log.write_text("INFO started\n")
+    assert device_runs.last_progress(log) is None
