@@ -127,3 +127,24 @@ def test_set_rejects_malformed_and_reserved_keys(bench):
     for bad in ("pix_average=class", "training.hdc.pix_average", "training.seed=3", "training.iterations=10"):
         with pytest.raises(SystemExit):
             bench.parse_args(["--set", bad])
+
+
+def test_results_json_keys_each_method_to_its_setting_chosen_on_val_not_on_test(bench):
+    plain = [entry("hdc", s, d) for s, d in [(0, 0.80), (1, 0.84)]]  # val = test here: 0.82 mean
+    dice_term = [entry("hdc", s, d) | {"overrides": {"training.hdc.pix_dice": "1.0"}} for s, d in [(0, 0.86), (1, 0.88), (2, 0.84)]]
+    for run in dice_term:  # a better val but a worse test than its Dice: selection must follow val
+        run["metrics"] = run["metrics"] | {"dice_mean": 0.5}
+    rows = bench.aggregate([entry("supervised", 0, 0.8), *plain, *dice_term])[("psfhs", "0.05", "cpu-4000it")]
+    view = bench.per_method(rows)
+
+    assert list(view) == ["supervised", "hdc"]
+    assert view["hdc"]["settings"] == "hdc [pix_dice=1.0]"
+    assert view["hdc"]["val_dice_mean"] == pytest.approx(0.86)
+    assert view["hdc"]["dice_mean"] == pytest.approx(0.5) and view["hdc"]["seeds"] == [0, 1, 2]
+    assert list(view["hdc"]["other_settings"]) == ["hdc"]
+    assert view["hdc"]["other_settings"]["hdc"]["dice_mean"] == pytest.approx(0.82)
+    assert view["supervised"]["settings"] == "supervised" and view["supervised"]["other_settings"] == {}
+
+    markdown = bench.render_markdown({("psfhs", "0.05", "cpu-4000it"): rows}, "python benchmarks/ssl_benchmark.py", "abc")
+    assert "hdc → `hdc [pix_dice=1.0]` (val Dice 0.8600; `hdc` 0.8200)" in markdown
+    assert "supervised →" not in markdown  # one setting under its own name needs no note
