@@ -554,7 +554,8 @@ def render_markdown(
         f"`{command}` → `{results}/<dataset>_<ratio>.json`, `{results}/ssl_benchmark.md`", "",
         f"Aggregated at commit `{commit}`. Runs are cached (`{results}/runs/`), so a table can hold runs "
         "of earlier invocations: under each table are the commands and commits its runs came from. Every run went through "
-        "`kedro run --env <dataset> --pipelines training,evaluation` on the same leak-aware split per label ratio "
+        "`kedro run --env <dataset> --pipelines training,evaluation`, except the seeds a table's footer names as trained "
+        "on another machine, on the same leak-aware split per label ratio "
         "(split seed 0), with model selection on val (best val Dice checkpoint) and the test split scored once. "
         "Values are test-split means over seeds ± their sample std (n − 1; none with one seed). Distances are in "
         "the unit of the `unit` line. Time/iter and memory are ratios to `supervised` at the same ratio and budget; "
