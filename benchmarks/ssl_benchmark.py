@@ -7,8 +7,9 @@ Run: ``.venv/bin/python benchmarks/ssl_benchmark.py --dataset psfhs --ratios 0.0
 project's ``data/`` is never touched) and one MLflow run in the project's store, tagged
 ``benchmark=ssl_benchmark``. A finished run is cached as ``benchmarks/results/runs/<key>.json``; cached runs
 are skipped, so the table fills up across sessions. Then the cache is aggregated (also ``--aggregate-only``)
-into ``benchmarks/results/<dataset>_<ratio>.json``, ``benchmarks/results/ssl_benchmark.md`` and the section of
-``docs/benchmarks.md`` between ``<!-- ssl-benchmark-start -->`` and ``<!-- ssl-benchmark-end -->``.
+into ``benchmarks/results/<dataset>_<ratio>.json`` (each method -> its setting with the best mean val Dice:
+``per_method``), ``benchmarks/results/ssl_benchmark.md`` and the section of ``docs/benchmarks.md`` between
+``<!-- ssl-benchmark-start -->`` and ``<!-- ssl-benchmark-end -->``.
 
 Budgets: ``cpu`` (128², small UNet, 4,000 iterations of batch 8 + 8, on the CPU) and ``gpu`` (the settings of
 ``conf/gpu/parameters_training.yml`` passed as ``--params``, because Kedro takes one ``--env``). Label ratio 1.0
