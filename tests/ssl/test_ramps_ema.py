@@ -53,7 +53,7 @@ def test_ema_alpha_schedule() -> None:
     assert ema_alpha(10_000, 0.99) == 0.99
 
 
-def test_ema_update_by_hand_and_copies_buffers() -> None:
+def test_ema_update_by_hand_averages_statistics_and_copies_counters() -> None:
     student = nn.Sequential(nn.Linear(1, 1), nn.BatchNorm1d(1))
     teacher = make_ema_copy(student)
     assert all(not p.requires_grad for p in teacher.parameters())
@@ -61,13 +61,17 @@ def test_ema_update_by_hand_and_copies_buffers() -> None:
     with torch.no_grad():
         teacher[0].weight.fill_(1.0)
         student[0].weight.fill_(3.0)
+        student[0].bias.fill_(0.0)
     student.train()(torch.tensor([[1.0], [2.0], [4.0]]))  # moves the student's BN running statistics
+    # Linear outputs 3, 6, 12: batch mean 7, unbiased var 21; momentum 0.1 from (0, 1) gives (0.7, 3.0)
+    assert student[1].running_mean.item() == pytest.approx(0.7)
+    assert student[1].running_var.item() == pytest.approx(3.0)
     alpha = ema_update(teacher, student, step=1, decay=0.99)  # alpha = min(1 - 1/2, 0.99) = 0.5
     assert alpha == 0.5
     assert teacher[0].weight.item() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)  # 2.0
-    assert torch.equal(teacher[1].running_mean, student[1].running_mean)
-    assert torch.equal(teacher[1].running_var, student[1].running_var)
-    assert teacher[1].num_batches_tracked.item() == 1
+    assert teacher[1].running_mean.item() == pytest.approx(0.5 * 0.0 + 0.5 * 0.7)  # the teacher's were (0, 1)
+    assert teacher[1].running_var.item() == pytest.approx(0.5 * 1.0 + 0.5 * 3.0)
+    assert teacher[1].num_batches_tracked.item() == 1  # an integer counter: copied
     assert student[0].weight.item() == 3.0  # the student is untouched
     ema_update(teacher, student, step=0, decay=0.99)  # alpha 0: the teacher becomes the student
     assert teacher[0].weight.item() == 3.0

@@ -34,8 +34,12 @@ def ema_alpha(step: int, decay: float) -> float:
 def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) -> float:
     """Move ``teacher`` towards ``student`` in place: ``t <- alpha * t + (1 - alpha) * s``.
 
-    Parameters are averaged with ``alpha = ema_alpha(step, decay)``; buffers (BatchNorm running
-    statistics, ``num_batches_tracked``) are copied from the student as they are. Parameters and
+    Parameters and floating-point buffers (BatchNorm running statistics) are averaged with
+    ``alpha = ema_alpha(step, decay)``; integer buffers (``num_batches_tracked``) are copied. The
+    statistics are averaged, not copied, because an eval-mode teacher normalises its averaged
+    weights' activations with them: with the student's latest statistics the teacher drifted from
+    the student and, on HC18 at 5 % labels, confidently predicted no head on most unlabelled images,
+    which the student then learned (benchmarks/results/ssl_diagnosis_hc18.md). Parameters and
     buffers are matched by name, so both modules must have the same architecture.
 
     Args:
@@ -56,19 +60,18 @@ def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) 
     if teacher_params.keys() != student_params.keys():
         missing = sorted(set(teacher_params) ^ set(student_params))[:5]
         raise ValueError(f"teacher and student parameters differ (e.g. {missing}); same architecture expected")
-    for name, t in teacher_params.items():
-        s = student_params[name].detach()
-        if t.is_floating_point():
-            t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
-        else:
-            t.copy_(s)
     teacher_buffers = dict(teacher.named_buffers())
     student_buffers = dict(student.named_buffers())
     if teacher_buffers.keys() != student_buffers.keys():
         missing = sorted(set(teacher_buffers) ^ set(student_buffers))[:5]
         raise ValueError(f"teacher and student buffers differ (e.g. {missing}); same architecture expected")
-    for name, t in teacher_buffers.items():
-        t.copy_(student_buffers[name])
+    for tensors, sources in ((teacher_params, student_params), (teacher_buffers, student_buffers)):
+        for name, t in tensors.items():
+            s = sources[name].detach()
+            if t.is_floating_point():
+                t.mul_(alpha).add_(s.to(t.dtype), alpha=1.0 - alpha)
+            else:
+                t.copy_(s)
     return alpha
 
 
