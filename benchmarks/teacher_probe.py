@@ -1,0 +1,185 @@
+"""Teacher probe: does an EMA teacher track its student while a method trains?
+
+Run: ``.venv/bin/python benchmarks/teacher_probe.py --dataset hc18 --ratio 0.05 --method hdc --set pix_dice=1.0
+--teacher-stats copy --iterations 1000`` → ``benchmarks/results/teacher_probe/<name>.{json,md}``.
+
+It trains one method on the split that ``ssl_benchmark.py`` left in ``benchmarks/work/<dataset>/`` (run it for
+that dataset and ratio first), at the CPU budget's settings (128², unet_small, batch 8 + 8, schedule and
+ramp-up for 4,000 iterations), and stops after ``--iterations``. Every ``--every`` iterations it measures the
+student and the teacher as the trainer validates them (eval mode, at the input size): val Dice, val cases
+under Dice 0.3 and predicted ÷ true foreground area; and on every 8th unlabelled image, the mean predicted
+foreground fraction, the images with under 1 % foreground, and the share of pixels whose top probability is
+at least 0.8. The mean of each training loss over the last ``--every`` iterations goes with it.
+
+``--teacher-stats copy`` replays the EMA update as it was before commit a4f7e8c, where the teacher took the
+student's BatchNorm running statistics as they were instead of averaging them, to show what that did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import yaml
+
+from sonoseg.io.store import SampleStore
+from sonoseg.ssl import ema
+from sonoseg.training.config import TrainerConfig
+from sonoseg.training.data import TrainingSets, training_sets
+from sonoseg.training.trainer import Trainer, dice_per_class
+
+ROOT = Path(__file__).resolve().parents[1]
+logger = logging.getLogger("benchmarks.teacher_probe")
+CPU_SETTINGS = {"device": "cpu", "input_size": 128, "iterations": 4000, "labelled_batch": 8, "unlabelled_batch": 8}
+CONFIDENT, EMPTY_FRACTION, POOR_DICE, UNLABELLED_STRIDE = 0.8, 0.01, 0.3, 8
+
+
+class ProbeDone(Exception):
+    """Raised from the iteration hook to end training at ``--iterations``."""
+
+
+@torch.no_grad()
+def copy_statistics_update(teacher: torch.nn.Module, student: torch.nn.Module, step: int, decay: float) -> float:
+    """The EMA update before a4f7e8c: parameters averaged, every buffer copied from the student."""
+    alpha = ema.ema_alpha(step, decay)
+    students = dict(student.named_parameters())
+    for name, t in teacher.named_parameters():
+        t.mul_(alpha).add_(students[name].detach(), alpha=1.0 - alpha)
+    buffers = dict(student.named_buffers())
+    for name, t in teacher.named_buffers():
+        t.copy_(buffers[name])
+    return alpha
+
+
+@torch.no_grad()
+def measure(net: torch.nn.Module, val_images: torch.Tensor, val_masks: torch.Tensor, unlabelled: torch.Tensor,
+            num_classes: int) -> dict[str, float]:  # fmt: skip
+    """Val Dice, poor val cases and area ratio; foreground, empty and confident shares on unlabelled images."""
+    was_training = net.training
+    net.eval()
+    logits = net(val_images)
+    dice = dice_per_class(logits, val_masks, num_classes).mean(1)
+    predicted_area = (logits.argmax(1) > 0).float().sum()
+    probs = torch.softmax(net(unlabelled), 1)
+    foreground = (probs.argmax(1) > 0).float().mean((1, 2))
+    net.train(was_training)
+    return {
+        "val_dice": float(dice.mean()),
+        "val_poor_cases": int((dice < POOR_DICE).sum()),
+        "val_area_ratio": float(predicted_area / (val_masks > 0).float().sum()),
+        "unlabelled_foreground": float(foreground.mean()),
+        "unlabelled_empty": int((foreground < EMPTY_FRACTION).sum()),
+        "unlabelled_confident": float((probs.max(1).values >= CONFIDENT).float().mean()),
+    }
+
+
+def load_sets(work: Path, ratio: float, size: int) -> TrainingSets:
+    """The training and val sets of the work directory's split, which must be at ``ratio``."""
+    report = json.loads((work / "data/08_reporting/split_report.json").read_text())
+    if report["config"]["label_ratio"] != ratio:
+        raise ValueError(f"{work}: its split is at label ratio {report['config']['label_ratio']}, not {ratio}: "
+                         f"run ssl_benchmark.py for this dataset at {ratio} first")  # fmt: skip
+    manifest = pd.read_parquet(work / "data/03_primary/manifest_validated.parquet")
+    splits = pd.read_csv(work / "data/03_primary/splits.csv")
+    return training_sets(manifest, splits, SampleStore(work / "data/02_intermediate"), size)
+
+
+def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], teacher_stats: str, iterations: int,
+          every: int, seed: int, output_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
+    """Train and measure; one record per ``every`` iterations."""
+    work = ROOT / "benchmarks/work" / dataset
+    params = yaml.safe_load((work / "conf/base/parameters_training.yml").read_text())["training"]
+    params.update(CPU_SETTINGS, method=method, seed=seed, val_every=10**9, checkpoint_every=10**9, progress=True,
+                  output_dir=str(output_dir))  # fmt: skip
+    method_settings = {**(params.get(method) or {}), **settings}
+    params[method] = method_settings
+    sets = load_sets(work, ratio, params["input_size"])
+    classes = json.loads((work / "data/02_intermediate/dataset.json").read_text())["classes"]
+    trainer = Trainer(TrainerConfig.from_params(params), method_settings, len(classes))
+    if "teacher" not in trainer.method.networks:
+        raise ValueError(f"{method} has no network called 'teacher' to probe")
+    if teacher_stats == "copy":  # the methods import ema_update by name, so patch it where it is used
+        sys.modules[type(trainer.method).__module__].ema_update = copy_statistics_update
+    val = [sets.val[i] for i in range(len(sets.val))]
+    val_images, val_masks = torch.stack([image for image, _ in val]), torch.stack([mask for _, mask in val])
+    unlabelled = torch.stack([sets.train[i][0] for i in range(sets.n_labelled, len(sets.train), UNLABELLED_STRIDE)])
+    losses: list[dict[str, float]] = []
+    records: list[dict[str, Any]] = []
+
+    class LossWindow:
+        def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+            losses.append(metrics)
+
+        def flush(self) -> None:
+            pass
+
+    def on_iteration(done: int) -> None:
+        if done % every:
+            return
+        record: dict[str, Any] = {"iteration": done}
+        for role in ("student", "teacher"):
+            net = trainer.method.inner(role)
+            record.update({f"{role}_{k}": v for k, v in measure(net, val_images, val_masks, unlabelled, len(classes)).items()})
+        window = losses[-every:]
+        record.update({k.removeprefix("train/"): sum(w[k] for w in window) / len(window) for k in window[-1] if k != "train/lr"})
+        records.append(record)
+        logger.info("iteration %d: student val Dice %.3f, teacher %.3f, teacher empty on %d unlabelled", done,
+                    record["student_val_dice"], record["teacher_val_dice"], record["teacher_unlabelled_empty"])  # fmt: skip
+        if done >= iterations:
+            raise ProbeDone
+
+    trainer.tracker, trainer.on_iteration = LossWindow(), on_iteration
+    try:
+        trainer.fit(sets)
+    except ProbeDone:
+        pass
+    return records
+
+
+def markdown(name: str, command: str, records: Sequence[dict[str, Any]]) -> str:
+    columns = [("iteration", "iteration", "{}"), ("student val Dice", "student_val_dice", "{:.3f}"),
+               ("teacher val Dice", "teacher_val_dice", "{:.3f}"), ("teacher val area ÷ truth", "teacher_val_area_ratio", "{:.2f}"),
+               ("teacher: unlabelled foreground", "teacher_unlabelled_foreground", "{:.3f}"),
+               ("teacher: empty unlabelled", "teacher_unlabelled_empty", "{}"),
+               ("teacher: confident pixels", "teacher_unlabelled_confident", "{:.3f}"),
+               ("student val poor cases", "student_val_poor_cases", "{}")]  # fmt: skip
+    lines = [f"### {name}", "", f"`{command}`", "", "| " + " | ".join(title for title, _, _ in columns) + " |",
+             "|" + "---|" * len(columns)]  # fmt: skip
+    lines += ["| " + " | ".join(fmt.format(r[key]) for _, key, fmt in columns) + " |" for r in records]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="hc18")
+    parser.add_argument("--ratio", type=float, default=0.05)
+    parser.add_argument("--method", default="hdc")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a method setting (YAML value)")
+    parser.add_argument("--teacher-stats", choices=("average", "copy"), default="average")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/teacher_probe")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    suffix = "".join(f"_{k}-{v}" for k, v in sorted(settings.items()))
+    name = f"{args.dataset}_{args.ratio}_{args.method}{suffix}_seed{args.seed}_stats-{args.teacher_stats}"
+    command = "python benchmarks/teacher_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    records = probe(args.dataset, args.ratio, args.method, settings, args.teacher_stats, args.iterations, args.every,
+                    args.seed, ROOT / "benchmarks/work" / args.dataset / "data/06_models/teacher_probe" / name)  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
+    (args.out / f"{name}.md").write_text(markdown(name, command, records))
+    logger.info("Wrote %s.{json,md}", args.out / name)
+
+
+if __name__ == "__main__":
+    main()
