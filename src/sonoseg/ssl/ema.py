@@ -39,7 +39,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, step: int, decay: float) 
     statistics are averaged, not copied, because an eval-mode teacher normalises its averaged
     weights' activations with them: with the student's latest statistics the teacher drifted from
     the student and, on HC18 at 5 % labels, confidently predicted no head on most unlabelled images,
-    which the student then learned (benchmarks/results/ssl_diagnosis_hc18.md). Parameters and
+    which the student then learned (docs/benchmarks.md, SSL benchmark findings, point 12). Parameters and
     buffers are matched by name, so both modules must have the same architecture.
 
     Args:
