@@ -359,6 +359,23 @@ def write_json(path: Path, content: Any) -> None:
     os.replace(partial, path)
 
 
+def checkpoint_commit(checkpoints: Path, commit: str) -> str | None:
+    """The commit that started the training whose checkpoints are in ``checkpoints`` (the trainer's
+    ``<output_dir>/<method>``). A fresh run records ``commit`` there and returns it. A run that resumes
+    returns the recorded commit (None for checkpoints older than the record) and warns when it is not
+    ``commit``: the trainer takes a finished checkpoint as done, so code changed since would not be run."""
+    record = checkpoints / "started_at_commit.txt"
+    if not (checkpoints / "last.pt").is_file():
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        record.write_text(commit + "\n")
+        return commit
+    started = record.read_text().strip() if record.is_file() else None
+    if started != commit:
+        logger.warning("%s: resuming a checkpoint started at commit %s, not at %s; move the folder away to train "
+                       "with this code", checkpoints, started or "unknown", commit)  # fmt: skip
+    return started
+
+
 def run_one(
     work: Workdir, *, ratio: float, method: str, seed: int, budget: str, variant: str, params: Mapping[str, Any],
     tuned: Mapping[str, Any] | None, cache: Path, commit: str, dirty: bool, benchmark_command: str,
@@ -369,7 +386,9 @@ def run_one(
     key = run_key(work.dataset, ratio, method, seed, variant, tuned is not None, overrides)
     run_params = run_parameters(params, overrides, ratio=ratio, method=method, seed=seed, variant=variant, key=key,
                                 tuned=tuned is not None)  # fmt: skip
-    resumed = (work.path / run_params["training.output_dir"] / method / "last.pt").is_file()  # the trainer resumes from it
+    checkpoints = work.path / run_params["training.output_dir"] / method
+    resumed = (checkpoints / "last.pt").is_file()  # the trainer resumes from it
+    started_at = checkpoint_commit(checkpoints, commit)
     tuned_file = work.path / "data/05_model_input/tuned_params.yml"
     if tuned is not None:
         tuned_file.parent.mkdir(parents=True, exist_ok=True)
@@ -404,7 +423,7 @@ def run_one(
         "budget": budget, "iterations": int(params["training.iterations"]), "variant": variant, "setting": dict(params),
         "tuned": None if tuned is None else {k: tuned.get(k) for k in ("study_name", "trial_number", "best_value", "params")},
         "overrides": overrides,
-        "metrics": metrics, "training": training, "resumed": resumed, "git_commit": commit, "git_dirty": dirty,
+        "metrics": metrics, "training": training, "resumed": resumed, "git_commit": commit, "checkpoint_commit": started_at, "git_dirty": dirty,
         "mlflow_run_id": run_id, "mlflow_tagged": tagged, "tracking_uri": work.tracking_uri, "wall_seconds": wall,
         "command": shlex.join(["kedro", *command[3:]]), "benchmark_command": benchmark_command,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

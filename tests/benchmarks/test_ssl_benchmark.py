@@ -148,3 +148,17 @@ def test_results_json_keys_each_method_to_its_setting_chosen_on_val_not_on_test(
     markdown = bench.render_markdown({("psfhs", "0.05", "cpu-4000it"): rows}, "python benchmarks/ssl_benchmark.py", "abc")
     assert "hdc → `hdc [pix_dice=1.0]` (val Dice 0.8600; `hdc` 0.8200)" in markdown
     assert "supervised →" not in markdown  # one setting under its own name needs no note
+
+
+def test_checkpoint_commit_is_recorded_fresh_and_read_back_with_a_warning_on_resume(bench, tmp_path, caplog):
+    checkpoints = tmp_path / "runs" / "hdc"
+    assert bench.checkpoint_commit(checkpoints, "aaa") == "aaa"  # fresh: recorded
+    (checkpoints / "last.pt").write_bytes(b"")  # the trainer saved a checkpoint
+    with caplog.at_level("WARNING"):
+        assert bench.checkpoint_commit(checkpoints, "aaa") == "aaa"  # same code: silent
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        assert bench.checkpoint_commit(checkpoints, "bbb") == "aaa"  # code changed since the checkpoint
+    assert "started at commit aaa, not at bbb" in caplog.text
+    (checkpoints / "started_at_commit.txt").unlink()  # a checkpoint from before the record existed
+    assert bench.checkpoint_commit(checkpoints, "bbb") is None
