@@ -48,10 +48,7 @@ class ProbeDone(Exception):
 @torch.no_grad()
 def copy_statistics_update(teacher: torch.nn.Module, student: torch.nn.Module, step: int, decay: float) -> float:
     """The EMA update before a4f7e8c: parameters averaged, every buffer copied from the student."""
-    alpha = ema.ema_alpha(step, decay)
-    students = dict(student.named_parameters())
-    for name, t in teacher.named_parameters():
-        t.mul_(alpha).add_(students[name].detach(), alpha=1.0 - alpha)
+    alpha = ema.ema_update(teacher, student, step, decay)
     buffers = dict(student.named_buffers())
     for name, t in teacher.named_buffers():
         t.copy_(buffers[name])
@@ -176,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     records = probe(args.dataset, args.ratio, args.method, settings, args.teacher_stats, args.iterations, args.every,
                     args.seed, ROOT / "benchmarks/work" / args.dataset / "data/06_models/teacher_probe" / name)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
+    # float sums differ with the thread count, and a run that is close to breaking down amplifies that
+    command += f"  # torch threads: {torch.get_num_threads()}"
     (args.out / f"{name}.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
     (args.out / f"{name}.md").write_text(markdown(name, command, records))
     logger.info("Wrote %s.{json,md}", args.out / name)
