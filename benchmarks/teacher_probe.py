@@ -9,7 +9,9 @@ ramp-up for 4,000 iterations), and stops after ``--iterations``. Every ``--every
 student and the teacher as the trainer validates them (eval mode, at the input size): val Dice, val cases
 under Dice 0.3 and predicted ÷ true foreground area; and on every 8th unlabelled image, the mean predicted
 foreground fraction, the images with under 1 % foreground, and the share of pixels whose top probability is
-at least 0.8. The mean of each training loss over the last ``--every`` iterations goes with it.
+at least 0.8. With several foreground classes (PSFHS), each class also gets its val Dice, poor val cases, area
+ratio and unlabelled share, in a table of its own. The mean of each training loss over the last ``--every``
+iterations goes with it.
 
 ``--teacher-stats copy`` replays the EMA update as it was before commit a4f7e8c, where the teacher took the
 student's BatchNorm running statistics as they were instead of averaging them, to show what that did.
@@ -57,24 +59,40 @@ def copy_statistics_update(teacher: torch.nn.Module, student: torch.nn.Module, s
 
 @torch.no_grad()
 def measure(net: torch.nn.Module, val_images: torch.Tensor, val_masks: torch.Tensor, unlabelled: torch.Tensor,
-            num_classes: int) -> dict[str, float]:  # fmt: skip
-    """Val Dice, poor val cases and area ratio; foreground, empty and confident shares on unlabelled images."""
+            class_names: Sequence[str]) -> dict[str, float]:  # fmt: skip
+    """Val Dice, poor val cases and area ratio; foreground, empty and confident shares on unlabelled images.
+
+    ``class_names`` are the foreground classes, label 1 on. With more than one, each also gets its own val Dice,
+    poor val cases, val area ratio and unlabelled share, suffixed with its name: a union can hide one small
+    class vanishing behind a large one.
+    """
     was_training = net.training
     net.eval()
     logits = net(val_images)
-    dice = dice_per_class(logits, val_masks, num_classes).mean(1)
-    predicted_area = (logits.argmax(1) > 0).float().sum()
+    per_class_dice = dice_per_class(logits, val_masks, len(class_names) + 1)
+    dice = per_class_dice.mean(1)
+    predicted = logits.argmax(1)
     probs = torch.softmax(net(unlabelled), 1)
-    foreground = (probs.argmax(1) > 0).float().mean((1, 2))
+    unlabelled_predicted = probs.argmax(1)
+    foreground = (unlabelled_predicted > 0).float().mean((1, 2))
     net.train(was_training)
-    return {
+    measures = {
         "val_dice": float(dice.mean()),
         "val_poor_cases": int((dice < POOR_DICE).sum()),
-        "val_area_ratio": float(predicted_area / (val_masks > 0).float().sum()),
+        "val_area_ratio": float((predicted > 0).float().sum() / (val_masks > 0).float().sum()),
         "unlabelled_foreground": float(foreground.mean()),
         "unlabelled_empty": int((foreground < EMPTY_FRACTION).sum()),
         "unlabelled_confident": float((probs.max(1).values >= CONFIDENT).float().mean()),
     }
+    if len(class_names) > 1:
+        for label, name in enumerate(class_names, start=1):
+            measures |= {
+                f"val_dice_{name}": float(per_class_dice[:, label - 1].mean()),
+                f"val_poor_cases_{name}": int((per_class_dice[:, label - 1] < POOR_DICE).sum()),
+                f"val_area_ratio_{name}": float((predicted == label).float().sum() / (val_masks == label).float().sum()),
+                f"unlabelled_foreground_{name}": float((unlabelled_predicted == label).float().mean()),
+            }
+    return measures
 
 
 def load_sets(work: Path, ratio: float, size: int) -> TrainingSets:
@@ -99,6 +117,7 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
     params[method] = method_settings
     sets = load_sets(work, ratio, params["input_size"])
     classes = json.loads((work / "data/02_intermediate/dataset.json").read_text())["classes"]
+    foreground_names = [classes[str(label)] for label in range(1, len(classes))]
     trainer = Trainer(TrainerConfig.from_params(params), method_settings, len(classes))
     if "teacher" not in trainer.method.networks:
         raise ValueError(f"{method} has no network called 'teacher' to probe")
@@ -123,7 +142,7 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
         record: dict[str, Any] = {"iteration": done}
         for role in ("student", "teacher"):
             net = trainer.method.inner(role)
-            record.update({f"{role}_{k}": v for k, v in measure(net, val_images, val_masks, unlabelled, len(classes)).items()})
+            record.update({f"{role}_{k}": v for k, v in measure(net, val_images, val_masks, unlabelled, foreground_names).items()})
         window = losses[-every:]
         record.update({k.removeprefix("train/"): sum(w[k] for w in window) / len(window) for k in window[-1] if k != "train/lr"})
         records.append(record)
@@ -147,10 +166,25 @@ def markdown(name: str, command: str, records: Sequence[dict[str, Any]]) -> str:
                ("teacher: empty unlabelled", "teacher_unlabelled_empty", "{}"),
                ("teacher: confident pixels", "teacher_unlabelled_confident", "{:.3f}"),
                ("student val poor cases", "student_val_poor_cases", "{}")]  # fmt: skip
-    lines = [f"### {name}", "", f"`{command}`", "", "| " + " | ".join(title for title, _, _ in columns) + " |",
-             "|" + "---|" * len(columns)]  # fmt: skip
-    lines += ["| " + " | ".join(fmt.format(r[key]) for _, key, fmt in columns) + " |" for r in records]
+    lines = [f"### {name}", "", f"`{command}`", "", *table(columns, records)]
+    prefix = "teacher_val_area_ratio_"
+    class_names = [key.removeprefix(prefix) for key in records[0] if key.startswith(prefix)] if records else []
+    for class_name in class_names:
+        per_class = [("iteration", "iteration", "{}")] + [
+            (f"{role} {title}", f"{role}_{key}_{class_name}", fmt)
+            for role in ("student", "teacher")
+            for title, key, fmt in (("val Dice", "val_dice", "{:.3f}"), ("val area ÷ truth", "val_area_ratio", "{:.2f}"),
+                                    ("val poor cases", "val_poor_cases", "{}"),
+                                    ("unlabelled share", "unlabelled_foreground", "{:.4f}"))
+        ]  # fmt: skip
+        lines += ["", f"{class_name} alone:", "", *table(per_class, records)]
     return "\n".join(lines) + "\n"
+
+
+def table(columns: Sequence[tuple[str, str, str]], records: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown rows of (title, record key, format) columns, one row per record."""
+    lines = ["| " + " | ".join(title for title, _, _ in columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(fmt.format(r[key]) for _, key, fmt in columns) + " |" for r in records]
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -52,7 +52,7 @@ def test_measures_by_hand(probe):
     unlabelled_logits[0, 0, 0, 2:] = 5.0
     unlabelled_logits[2, 0] = 5.0
     net = FixedLogits({2: val_logits, 3: unlabelled_logits})
-    m = probe.measure(net, torch.zeros(2, 1, 1, 4), masks, torch.zeros(3, 1, 1, 4), num_classes=2)
+    m = probe.measure(net, torch.zeros(2, 1, 1, 4), masks, torch.zeros(3, 1, 1, 4), class_names=["head"])
     assert m["val_dice"] == pytest.approx(0.5)  # Dice 1 and 0
     assert m["val_poor_cases"] == 1
     assert m["val_area_ratio"] == pytest.approx(2 / 3)  # 2 predicted foreground pixels of 3 true
@@ -60,3 +60,39 @@ def test_measures_by_hand(probe):
     assert m["unlabelled_empty"] == 2
     assert m["unlabelled_confident"] == pytest.approx(8 / 12)  # image 1's 4 pixels sit at 0.5
     assert net.training  # put back in the mode it came in
+    assert not any(key.endswith("_head") for key in m)  # one class: the union says it all
+
+
+def test_measures_each_class_by_hand_when_there_are_several(probe):
+    # val: 1 case of 1x6 pixels: a small class 1 (2 px) wholly missed, a large class 2 (3 px) over-predicted by 1
+    masks = torch.tensor([[[1, 1, 2, 2, 2, 0]]])
+    val_logits = torch.zeros(1, 3, 1, 6)
+    val_logits[0, 2, 0, 1:5] = 5.0  # predicted 0 2 2 2 2 0
+    # unlabelled: 2 images; image 0 predicts class 1 on 3 of 6 pixels, image 1 class 2 on all 6
+    unlabelled_logits = torch.zeros(2, 3, 1, 6)
+    unlabelled_logits[0, 1, 0, :3] = 5.0
+    unlabelled_logits[0, 0, 0, 3:] = 5.0
+    unlabelled_logits[1, 2] = 5.0
+    net = FixedLogits({1: val_logits, 2: unlabelled_logits})
+    m = probe.measure(net, torch.zeros(1, 1, 1, 6), masks, torch.zeros(2, 1, 1, 6), class_names=["small", "large"])
+    assert m["val_dice_small"] == 0.0
+    assert m["val_dice_large"] == pytest.approx(2 * 3 / (4 + 3))
+    assert m["val_dice"] == pytest.approx(3 / 7)  # mean of the two
+    assert (m["val_poor_cases_small"], m["val_poor_cases_large"], m["val_poor_cases"]) == (1, 0, 0)
+    assert m["val_area_ratio_small"] == 0.0
+    assert m["val_area_ratio_large"] == pytest.approx(4 / 3)
+    assert m["val_area_ratio"] == pytest.approx(4 / 5)  # the union hides the missing class
+    assert m["unlabelled_foreground_small"] == pytest.approx(3 / 12)
+    assert m["unlabelled_foreground_large"] == pytest.approx(6 / 12)
+
+
+def test_markdown_gives_each_class_a_table_of_its_own(probe):
+    union = {"student_val_dice": 0.5, "teacher_val_dice": 0.4, "teacher_val_area_ratio": 0.9,
+             "teacher_unlabelled_foreground": 0.1, "teacher_unlabelled_empty": 2, "teacher_unlabelled_confident": 0.95,
+             "student_val_poor_cases": 3}  # fmt: skip
+    per_class = {f"{role}_{key}_ps": value for role in ("student", "teacher") for key, value in
+                 (("val_dice", 0.25), ("val_area_ratio", 0.5), ("val_poor_cases", 7), ("unlabelled_foreground", 0.0123))}  # fmt: skip
+    text = probe.markdown("run", "cmd", [{"iteration": 100, **union, **per_class}])
+    assert "ps alone:" in text
+    assert "| 100 | 0.250 | 0.50 | 7 | 0.0123 | 0.250 | 0.50 | 7 | 0.0123 |" in text
+    assert "alone:" not in probe.markdown("run", "cmd", [{"iteration": 100, **union}])
