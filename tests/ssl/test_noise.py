@@ -47,11 +47,17 @@ def test_attention_guided_dropout_drops_the_peak() -> None:
     assert torch.all(y[0, :, 1, 1] == 0) and torch.all(y[0, :, 3, 3] == 1.0)
 
 
-def test_gaussian_input_noise_is_clipped_and_seeded() -> None:
+def test_gaussian_input_noise_is_in_units_of_each_images_std_clipped_and_seeded() -> None:
     x = torch.zeros(2, 1, 16, 16)
-    y = gaussian_input_noise(x, sigma=0.5, clip=0.2, generator=gen())
-    assert y.abs().max() <= 0.2 and y.abs().max() == pytest.approx(0.2)
-    assert torch.equal(y, gaussian_input_noise(x, 0.5, 0.2, generator=gen()))
+    x[1, 0, ::2] = 1.0  # image 1: half zeros, half ones, so its std is 0.5; image 0 is constant (std 0)
+    y = gaussian_input_noise(x, sigma=10.0, clip=0.2, generator=gen())
+    assert torch.equal(y[0], x[0])  # a constant image gets no noise
+    # nearly every draw of N(0, 10²) is clipped to ±0.2 image stds, i.e. ±0.1 in intensity
+    assert (y[1] - x[1]).abs().max() == pytest.approx(0.1)
+    assert ((y[1] - x[1]).abs() > 0.1 - 1e-6).float().mean() > 0.95
+    assert torch.equal(y, gaussian_input_noise(x, 10.0, 0.2, generator=gen()))
+    small = gaussian_input_noise(x, sigma=0.1, clip=1.0, generator=gen())
+    assert (small[1] - x[1]).std().item() == pytest.approx(0.1 * 0.5, rel=0.15)
 
 
 def test_vat_direction_has_norm_eps_and_touches_no_parameter_grad() -> None:

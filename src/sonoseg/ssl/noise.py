@@ -182,12 +182,19 @@ def vat_direction(
 def gaussian_input_noise(
     x: Tensor, sigma: float = 0.1, clip: float = 0.2, generator: torch.Generator | None = None
 ) -> Tensor:
-    """Mean-teacher input noise: ``x + clamp(n, -clip, clip)`` with ``n ~ N(0, sigma^2)`` per element.
+    """Mean-teacher input noise: ``x + clamp(n, -clip, clip) * std(x_i)``, ``n ~ N(0, sigma^2)`` per element.
+
+    ``sigma`` and ``clip`` are in units of each image's own intensity standard deviation (over its
+    channels and pixels), the units of the mean-teacher implementations that z-score their inputs and
+    add noise of σ 0.1 clipped to ±0.2 (DESIGN.md §4). Our images lie in [0, 1] with a per-image
+    standard deviation near 0.19 on PSFHS: there, σ 0.1 in intensity units shrank a trained model's
+    predicted head by a third, and a mean teacher learning from such a teacher lost the head
+    (docs/benchmarks.md, SSL benchmark findings, point 16). A constant image gets no noise.
 
     Args:
-        x: images ``(N, C, H, W)`` (any shape works).
-        sigma: the noise standard deviation, >= 0.
-        clip: the bound on each noise value, >= 0.
+        x: images ``(N, C, H, W)`` (any shape with a sample axis first and at least one more).
+        sigma: the noise standard deviation in image standard deviations, >= 0.
+        clip: the bound on each noise value in image standard deviations, >= 0.
         generator: the random source (optional).
 
     Raises:
@@ -195,7 +202,8 @@ def gaussian_input_noise(
     """
     if sigma < 0 or clip < 0:
         raise ValueError(f"sigma and clip must be >= 0, got sigma={sigma}, clip={clip}")
-    return x + (_normal(x.shape, x, generator) * sigma).clamp(-clip, clip)
+    image_std = x.flatten(1).std(1, correction=0).reshape(-1, *([1] * (x.ndim - 1)))
+    return x + (_normal(x.shape, x, generator) * sigma).clamp(-clip, clip) * image_std
 
 
 class Perturbation:

@@ -45,7 +45,7 @@ class HierarchicalDistillation(Method):
         "lambda_mi": 0.1,
         "perturbation": "uniform",  # uniform | dropout | attention | vat | none
         "perturbation_strength": 0.3,  # uniform: amplitude; dropout: p; vat: ε (attention, none: unused)
-        "input_noise_sigma": 0.0,  # Gaussian noise on the strong view; 0 keeps the strong view as it is
+        "input_noise_sigma": 0.0,  # Gaussian noise on the strong view, in image stds; 0 keeps the strong view as it is
         "input_noise_clip": 0.2,
         "cg_positions": 64,
         "cg_temperature": 0.1,

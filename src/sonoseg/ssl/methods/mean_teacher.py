@@ -1,5 +1,5 @@
 """Mean teacher: MSE between the student's and the EMA teacher's softmax on unlabelled images; the
-teacher's input gets clipped Gaussian noise (DESIGN.md §4)."""
+teacher's input gets clipped Gaussian noise, in units of each image's std (DESIGN.md §4)."""
 
 from __future__ import annotations
 
