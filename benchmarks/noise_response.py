@@ -92,8 +92,18 @@ def load_val(dataset: str, size: int) -> tuple[torch.Tensor, torch.Tensor, list[
     return torch.stack([image for image, _ in val]), torch.stack([mask for _, mask in val]), names
 
 
-def markdown(command: str, records: Sequence[dict[str, Any]], class_names: Sequence[str]) -> str:
-    lines = ["## Noise response", "", f"`{command}`", ""]
+def intensity_spread(images: torch.Tensor) -> dict[str, float]:
+    """The images' mean intensity and the mean, least and largest per-image standard deviation."""
+    stds = images.flatten(1).std(1, correction=0)
+    return {"mean_intensity": float(images.mean()), "image_std_mean": float(stds.mean()),
+            "image_std_min": float(stds.min()), "image_std_max": float(stds.max())}  # fmt: skip
+
+
+def markdown(command: str, records: Sequence[dict[str, Any]], class_names: Sequence[str],
+             spread: dict[str, float]) -> str:  # fmt: skip
+    lines = ["## Noise response", "", f"`{command}`", "",
+             f"Val images: mean intensity {spread['mean_intensity']:.3f}; per-image standard deviation "
+             f"{spread['image_std_mean']:.3f} on average ({spread['image_std_min']:.3f}–{spread['image_std_max']:.3f}).", ""]  # fmt: skip
     titles = ["checkpoint", "iteration", "network", "σ", "val Dice"]
     for name in class_names:
         titles += [f"{name} Dice", f"{name} area ÷ truth"]
@@ -139,9 +149,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             for record in respond(net, images, masks, class_names, args.sigmas, args.seed):
                 records.append({"checkpoint": label, "path": path, "iteration": checkpoint["iteration"], "network": role, **record})
             logger.info("%s (%s, iteration %d): measured", label, role, checkpoint["iteration"])
+    spread = intensity_spread(images)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "noise_response.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
-    (args.out / "noise_response.md").write_text(markdown(command, records, class_names))
+    result = {"command": command, "val_intensity": spread, "records": records}
+    (args.out / "noise_response.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "noise_response.md").write_text(markdown(command, records, class_names, spread))
     logger.info("Wrote %s.{json,md}", args.out / "noise_response")
 
 

@@ -48,3 +48,9 @@ def test_respond_gives_one_record_per_unit_and_level_with_sigma_zero_clean(respo
     records = response.respond(Threshold(), images, masks, ["ps", "fh"], [0.0, 0.5], seed=0)
     assert [(r["unit"], r["sigma"]) for r in records] == [("intensity", 0.0), ("intensity", 0.5), ("image std", 0.0), ("image std", 0.5)]
     assert records[0]["dice"] == records[2]["dice"] == 1.0  # no noise: the thresholds are exact
+
+
+def test_intensity_spread_by_hand(response):
+    images = torch.tensor([[[[0.0, 1.0]]], [[[0.5, 0.5]]]])  # stds 0.5 and 0
+    spread = response.intensity_spread(images)
+    assert spread == {"mean_intensity": 0.5, "image_std_mean": 0.25, "image_std_min": 0.0, "image_std_max": 0.5}
