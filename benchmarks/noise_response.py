@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -128,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    command = "python benchmarks/noise_response.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = ".venv/bin/python benchmarks/noise_response.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records: list[dict[str, Any]] = []
     val_by_size: dict[int, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
     for item in args.checkpoint:
