@@ -9,7 +9,7 @@ the teacher, an average of the student, passes it on. This measures the change: 
 checkpoint (student and teacher) predicts the val split of ``benchmarks/work/<dataset>/`` (the split
 ``ssl_benchmark.py`` left there; val is the same at every label ratio) in eval mode at the checkpoint's input
 size, under noise of each ``--sigmas`` level clipped to twice that level (DESIGN.md §4's σ 0.1, ±0.2), in two
-units: intensity (images lie in [0, 1]; the noise before this table was made) and each image's own intensity
+units: intensity (images lie in [0, 1]; the teacher's noise before commit f4400f4) and each image's own intensity
 standard deviation (``sonoseg.ssl.noise.gaussian_input_noise``). It reports the val Dice and, per class,
 the Dice and predicted ÷ true area. One noise draw, seeded, per level and unit.
 """
