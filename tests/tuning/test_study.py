@@ -91,9 +91,9 @@ def test_ctrl_c_fails_the_trial_queues_a_retry_and_the_next_worker_resumes_it(st
 
 
 def test_a_dead_workers_trial_is_failed_after_the_grace_period_and_retried(study):
+    started = time.monotonic()  # before ask: the grace period runs from the trial's start, not from after it
     dead = study.ask()  # a trial whose worker died: RUNNING, and no heartbeat ever comes
     dead_x = dead.suggest_float("x", 0, 1)
-    started = time.monotonic()
     run_worker(study, lambda trial: trial.suggest_float("x", 0, 1), WorkerSettings(n_trials=2, **FAST))
     assert time.monotonic() - started >= FAST["grace_period"]  # it waited for the dead trial, then took it over
     assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
