@@ -8,6 +8,8 @@ does. For every cached benchmark run (``benchmarks/results/runs/``) whose test p
 the work directory (``benchmarks/work/<dataset>/data/07_model_output/runs/<key>/``), and for each
 foreground class: the mean over test cases of predicted area ÷ true area, the number of empty
 predictions and the number of cases with Dice < 0.3. Truth comes from the work directory's ingested store.
+A run whose predictions are gone (the work directory is not versioned) keeps the row that an earlier
+run of this command wrote to ``OUT.json``, marked † in the tables and listed under ``kept_from_earlier``.
 
 Where the dataset has both the pubic symphysis and the fetal head (PSFHS), it also splits the angle of
 progression's error by source: abs ΔAoP with the predicted symphysis over the true head, with the true
@@ -146,13 +148,22 @@ def _number(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def markdown(results: dict[str, dict[str, Any]], command: str, floors: dict[int, dict[str, float | None]]) -> str:
-    lines = [f"`{command}`", "", f"| run | cases | class | area ÷ truth | empty | Dice < {POOR_DICE} |", "|---|---|---|---|---|---|"]
+def markdown(
+    results: dict[str, dict[str, Any]], command: str, floors: dict[int, dict[str, float | None]], kept: Sequence[str] = ()
+) -> str:
+    def run(key: str) -> str:
+        return f"{key} †" if key in kept else key
+
+    lines = [f"`{command}`", ""]
+    if kept:
+        lines += [f"† {len(kept)} run(s) whose predictions are no longer in the work directory: their rows are "
+                  "the ones an earlier run of this command measured.", ""]  # fmt: skip
+    lines += [f"| run | cases | class | area ÷ truth | empty | Dice < {POOR_DICE} |", "|---|---|---|---|---|---|"]
     for key, result in results.items():
         for name, values in result["classes"].items():
-            lines.append(f"| {key} | {result['cases']} | {name} | {_number(values['area_ratio'])} | "
+            lines.append(f"| {run(key)} | {result['cases']} | {name} | {_number(values['area_ratio'])} | "
                          f"{values['empty_predictions']} | {values[f'dice_below_{POOR_DICE}']} |")  # fmt: skip
-    aop_rows = [(key, result["aop"]) for key, result in results.items() if "aop" in result]
+    aop_rows = [(run(key), result["aop"]) for key, result in results.items() if "aop" in result]
     aop_rows += [(f"truth through {size}² input (floor)", floor) for size, floor in floors.items()]
     if aop_rows:
         lines += ["", "abs ΔAoP (degrees, mean over test cases) by source, and the symphysis axis's direction error:", "",
@@ -176,24 +187,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     dataset = json.loads((work / "02_intermediate" / "dataset.json").read_text())
     classes = {int(k): v for k, v in dataset["classes"].items() if int(k) != 0}
     ps_label, fh_label = structure_labels(classes)
+    earlier_file = args.out.with_suffix(".json")
+    earlier = json.loads(earlier_file.read_text()) if earlier_file.is_file() else {}
     results: dict[str, dict[str, Any]] = {}
     floors: dict[int, dict[str, float | None]] = {}
+    kept: list[str] = []
     for entry_file in sorted(args.cache.glob(f"{args.dataset}_*.json")):
         entry = json.loads(entry_file.read_text())
         key = entry["key"]
         predictions = work / "07_model_output" / "runs" / key
         if not predictions.is_dir():
-            logger.warning("%s: its predictions are not in %s, skipped", key, predictions)
+            if key in earlier.get("runs", {}):
+                results[key] = earlier["runs"][key]
+                kept.append(key)
+                logger.info("%s: its predictions are not in %s; kept its row from %s", key, predictions, earlier_file)
+            else:
+                logger.warning("%s: its predictions are not in %s, skipped", key, predictions)
             continue
         results[key] = diagnose_run(predictions, work / "02_intermediate", manifest, classes)
         input_size = (entry.get("setting") or {}).get("training.input_size")
         if "aop" in results[key] and input_size and input_size not in floors:  # every run tests the same split
             cases = [file.stem for file in sorted(predictions.glob("*.png"))]
             floors[input_size] = resolution_floor(cases, work / "02_intermediate", manifest, input_size, ps_label, fh_label)
+    for size, floor in earlier.get("input_size_floor", {}).items():  # the floor depends only on the test split
+        floors.setdefault(int(size), floor)
     command = " ".join([".venv/bin/python", "benchmarks/ssl_diagnosis.py", *(sys.argv[1:] if argv is None else argv)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"command": command, "runs": results, "input_size_floor": floors}, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(results, command, floors))
+    report = {"command": command, "runs": results, "kept_from_earlier": kept, "input_size_floor": floors}
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(results, command, floors, kept))
     logger.info("Diagnosed %d run(s) → %s", len(results), args.out.with_suffix(".md"))
     return 0
 

@@ -60,6 +60,33 @@ def test_area_ratios_empty_and_poor_cases_by_hand(diagnosis, tmp_path):
     assert "| truth through 4² input (floor) | – | – | – | – |" in table
 
 
+def test_a_run_whose_predictions_are_gone_keeps_its_earlier_row_marked(diagnosis, tmp_path):
+    data, results = tmp_path / "work" / "psfhs" / "data", tmp_path / "results"
+    truth = np.zeros((4, 4), np.uint8)
+    truth[2:, :] = 2
+    prediction = truth.copy()
+    prediction[1, :] = 2  # 12 px for 8: area ratio 1.5
+    key = "psfhs_0.05_cps_seed0_cpu-4000it"
+    pd.DataFrame([write_case(data, key, "c1", truth, prediction)]).to_parquet(data / "02_intermediate" / "manifest.parquet")
+    (data / "02_intermediate" / "dataset.json").write_text(json.dumps({"classes": {"0": "background", "2": "fetal_head"}}))
+    (results / "runs").mkdir(parents=True)
+    (results / "runs" / f"{key}.json").write_text(json.dumps({"key": key, "setting": {}}))
+    args = ["--workdir", str(tmp_path / "work"), "--cache", str(results / "runs"), "--out", str(results / "ssl_diagnosis")]
+
+    assert diagnosis.main(args) == 0
+    first = json.loads((results / "ssl_diagnosis.json").read_text())
+    assert first["kept_from_earlier"] == [] and "†" not in (results / "ssl_diagnosis.md").read_text()
+    for png in (data / "07_model_output" / "runs" / key).glob("*.png"):
+        png.unlink()
+    (data / "07_model_output" / "runs" / key).rmdir()
+
+    assert diagnosis.main(args) == 0
+    second = json.loads((results / "ssl_diagnosis.json").read_text())
+    assert second["runs"] == first["runs"] and second["runs"][key]["classes"]["fetal_head"]["area_ratio"] == pytest.approx(1.5)
+    assert second["kept_from_earlier"] == [key]
+    assert f"| {key} † | 1 | fetal_head | 1.50 | 0 | 0 |" in (results / "ssl_diagnosis.md").read_text()
+
+
 def test_a_prediction_of_another_size_is_an_error_naming_the_file(diagnosis, tmp_path):
     data = tmp_path / "data"
     row = write_case(data, "k", "c1", np.zeros((4, 4), np.uint8), np.zeros((2, 2), np.uint8))
