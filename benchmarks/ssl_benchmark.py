@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import shlex
 import shutil
@@ -359,6 +360,16 @@ def write_json(path: Path, content: Any) -> None:
     os.replace(partial, path)
 
 
+def host_facts(proc: Path = Path("/proc")) -> dict[str, Any]:
+    """The machine a run trained on: CPU model, logical CPUs and boot id (runs with one boot id shared a
+    machine, so only their times compare without a machine-speed factor)."""
+    cpuinfo, boot = proc / "cpuinfo", proc / "sys/kernel/random/boot_id"
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]  # fmt: skip
+    return {"cpu": models[0] if models else platform.processor() or None, "logical_cpus": os.cpu_count(),
+            "boot_id": boot.read_text().strip() if boot.is_file() else None}  # fmt: skip
+
+
 def checkpoint_commit(checkpoints: Path, commit: str) -> str | None:
     """The commit that started the training whose checkpoints are in ``checkpoints`` (the trainer's
     ``<output_dir>/<method>``). A fresh run records ``commit`` there and returns it. A run that resumes
@@ -417,14 +428,15 @@ def run_one(
     except Exception as error:  # noqa: BLE001 - the trained and evaluated run stays valid without its tags
         logger.error("%s: tagging MLflow run %s failed: %s", key, run_id, error)
         tagged = False
-    training = {k: v for k, v in summary.items() if k not in ("losses", "val_history", "dvc_data")}
+    # val_history stays: the work directory is not versioned, and a diagnosis needs the curve, not only its best
+    training = {k: v for k, v in summary.items() if k not in ("losses", "dvc_data")}
     entry = {
         "key": key, "dataset": work.dataset, "label_ratio": float(ratio), "method": method, "seed": seed,
         "budget": budget, "iterations": int(params["training.iterations"]), "variant": variant, "setting": dict(params),
         "tuned": None if tuned is None else {k: tuned.get(k) for k in ("study_name", "trial_number", "best_value", "params")},
         "overrides": overrides,
         "metrics": metrics, "training": training, "resumed": resumed, "git_commit": commit, "checkpoint_commit": started_at, "git_dirty": dirty,
-        "mlflow_run_id": run_id, "mlflow_tagged": tagged, "tracking_uri": work.tracking_uri, "wall_seconds": wall,
+        "mlflow_run_id": run_id, "mlflow_tagged": tagged, "tracking_uri": work.tracking_uri, "wall_seconds": wall, "host": host_facts(),
         "command": shlex.join(["kedro", *command[3:]]), "benchmark_command": benchmark_command,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }  # fmt: skip

@@ -162,3 +162,13 @@ def test_checkpoint_commit_is_recorded_fresh_and_read_back_with_a_warning_on_res
     assert "started at commit aaa, not at bbb" in caplog.text
     (checkpoints / "started_at_commit.txt").unlink()  # a checkpoint from before the record existed
     assert bench.checkpoint_commit(checkpoints, "bbb") is None
+
+
+def test_host_facts_read_the_cpu_model_and_boot_id_and_tolerate_their_absence(bench, tmp_path):
+    (tmp_path / "sys/kernel/random").mkdir(parents=True)
+    (tmp_path / "cpuinfo").write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654\n\nprocessor\t: 1\nmodel name\t: AMD EPYC 9654\n")
+    (tmp_path / "sys/kernel/random/boot_id").write_text("1b2c\n")
+    facts = bench.host_facts(tmp_path)
+    assert (facts["cpu"], facts["boot_id"]) == ("AMD EPYC 9654", "1b2c") and facts["logical_cpus"] >= 1
+    bare = bench.host_facts(tmp_path / "absent")  # not Linux: no /proc
+    assert bare["boot_id"] is None and bare["logical_cpus"] >= 1
