@@ -428,8 +428,8 @@ def run_one(
     except Exception as error:  # noqa: BLE001 - the trained and evaluated run stays valid without its tags
         logger.error("%s: tagging MLflow run %s failed: %s", key, run_id, error)
         tagged = False
-    # val_history stays: the work directory is not versioned, and a diagnosis needs the curve, not only its best
-    training = {k: v for k, v in summary.items() if k not in ("losses", "dvc_data")}
+    # the val curve and the first/last loss means stay: the work directory and the MLflow store are per machine
+    training = {k: v for k, v in summary.items() if k != "dvc_data"}
     entry = {
         "key": key, "dataset": work.dataset, "label_ratio": float(ratio), "method": method, "seed": seed,
         "budget": budget, "iterations": int(params["training.iterations"]), "variant": variant, "setting": dict(params),
