@@ -122,12 +122,12 @@ def test_set_overrides_get_their_own_key_and_row_and_concern_their_method_only(b
     assert rows["hdc [pix_average=class]"]["seconds_per_iter_ratio"] == pytest.approx(1.0)
 
 
-def test_a_setting_run_on_a_lucky_seed_alone_does_not_win_the_selection(bench):
+def test_settings_are_compared_on_the_seeds_they_all_ran(bench):
     plain = [entry("simcvd", s, d) for s, d in [(0, 0.89), (1, 0.86), (2, 0.88)]]  # mean 0.877, 0.86 on seed 1
     lower_weight = [entry("simcvd", 1, 0.87) | {"overrides": {"training.simcvd.contrastive_weight": "0.1"}}]
     rows = bench.aggregate([*plain, *lower_weight])[("psfhs", "0.05", "cpu-4000it")]
 
-    view = bench.per_method(rows)["simcvd"]  # 0.87 beats 0.877 only because it is seed 1 against seed 1
+    view = bench.per_method(rows)["simcvd"]  # below 0.877 over all seeds, but seed 1 against seed 1 it wins
 
     assert view["settings"] == "simcvd [contrastive_weight=0.1]" and view["selection_seeds"] == [1]
     assert view["val_dice_by_setting"] == {"simcvd": pytest.approx(0.86), "simcvd [contrastive_weight=0.1]": pytest.approx(0.87)}
