@@ -23,7 +23,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,8 +107,10 @@ def load_sets(work: Path, ratio: float, size: int) -> TrainingSets:
 
 
 def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], teacher_stats: str, iterations: int,
-          every: int, seed: int, output_dir: Path) -> list[dict[str, Any]]:  # fmt: skip
-    """Train and measure; one record per ``every`` iterations."""
+          every: int, seed: int, output_dir: Path,
+          save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:  # fmt: skip
+    """Train and measure; one record per ``every`` iterations, each passed to ``save`` with those before it,
+    so that a run stopped late keeps what it measured."""
     work = ROOT / "benchmarks/work" / dataset
     params = yaml.safe_load((work / "conf/base/parameters_training.yml").read_text())["training"]
     params.update(CPU_SETTINGS, method=method, seed=seed, val_every=10**9, checkpoint_every=10**9, progress=True,
@@ -143,9 +145,9 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
         for role in ("student", "teacher"):
             net = trainer.method.inner(role)
             record.update({f"{role}_{k}": v for k, v in measure(net, val_images, val_masks, unlabelled, foreground_names).items()})
-        window = losses[-every:]
-        record.update({k.removeprefix("train/"): sum(w[k] for w in window) / len(window) for k in window[-1] if k != "train/lr"})
+        record.update(loss_means(losses[-every:]))
         records.append(record)
+        save(records)
         logger.info("iteration %d: student val Dice %.3f, teacher %.3f, teacher empty on %d unlabelled", done,
                     record["student_val_dice"], record["teacher_val_dice"], record["teacher_unlabelled_empty"])  # fmt: skip
         if done >= iterations:
@@ -157,6 +159,14 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
     except ProbeDone:
         pass
     return records
+
+
+def loss_means(window: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Each ``train/`` loss averaged over the window's iterations, named without the prefix (the rate left out).
+    Entries without one are skipped: the trainer logs the last iteration's val Dice on its own."""
+    steps = [entry for entry in window if any(key.startswith("train/") for key in entry)]
+    keys = [key for key in steps[-1] if key.startswith("train/") and key != "train/lr"]
+    return {key.removeprefix("train/"): sum(entry[key] for entry in steps) / len(steps) for key in keys}
 
 
 def markdown(name: str, command: str, records: Sequence[dict[str, Any]]) -> str:
@@ -204,13 +214,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     suffix = "".join(f"_{k}-{v}" for k, v in sorted(settings.items()))
     name = f"{args.dataset}_{args.ratio}_{args.method}{suffix}_seed{args.seed}_stats-{args.teacher_stats}"
     command = "python benchmarks/teacher_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    records = probe(args.dataset, args.ratio, args.method, settings, args.teacher_stats, args.iterations, args.every,
-                    args.seed, ROOT / "benchmarks/work" / args.dataset / "data/06_models/teacher_probe" / name)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     # float sums differ with the thread count, and a run that is close to breaking down amplifies that
     command += f"  # torch threads: {torch.get_num_threads()}"
-    (args.out / f"{name}.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
-    (args.out / f"{name}.md").write_text(markdown(name, command, records))
+
+    def save(records: list[dict[str, Any]]) -> None:
+        (args.out / f"{name}.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
+        (args.out / f"{name}.md").write_text(markdown(name, command, records))
+
+    probe(args.dataset, args.ratio, args.method, settings, args.teacher_stats, args.iterations, args.every, args.seed,
+          ROOT / "benchmarks/work" / args.dataset / "data/06_models/teacher_probe" / name, save)  # fmt: skip
     logger.info("Wrote %s.{json,md}", args.out / name)
 
 

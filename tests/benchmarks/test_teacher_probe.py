@@ -96,3 +96,12 @@ def test_markdown_gives_each_class_a_table_of_its_own(probe):
     assert "ps alone:" in text
     assert "| 100 | 0.250 | 0.50 | 7 | 0.0123 | 0.250 | 0.50 | 7 | 0.0123 |" in text
     assert "alone:" not in probe.markdown("run", "cmd", [{"iteration": 100, **union}])
+
+
+def test_loss_means_average_the_train_losses_and_skip_the_rate_and_the_final_val_entry(probe):
+    window = [
+        {"train/total": 1.0, "train/sup": 0.5, "train/lr": 0.01},
+        {"train/total": 3.0, "train/sup": 1.5, "train/lr": 0.02},
+        {"val/dice": 0.9},  # what the trainer logs alone after its last iteration
+    ]
+    assert probe.loss_means(window) == {"total": 2.0, "sup": 1.0}
