@@ -108,7 +108,7 @@ def load_sets(work: Path, ratio: float, size: int) -> TrainingSets:
 
 def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], teacher_stats: str, iterations: int,
           every: int, seed: int, output_dir: Path,
-          save: Callable[[list[dict[str, Any]]], None]) -> list[dict[str, Any]]:  # fmt: skip
+          save: Callable[[list[dict[str, Any]]], None]) -> None:  # fmt: skip
     """Train and measure; one record per ``every`` iterations, each passed to ``save`` with those before it,
     so that a run stopped late keeps what it measured."""
     work = ROOT / "benchmarks/work" / dataset
@@ -158,7 +158,6 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
         trainer.fit(sets)
     except ProbeDone:
         pass
-    return records
 
 
 def loss_means(window: Sequence[dict[str, float]]) -> dict[str, float]:
