@@ -536,23 +536,25 @@ def _summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
 
 def per_method(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """The results JSON's view of one table: each method -> the row of its setting (``--set`` overrides, tuned
-    params) with the best mean val Dice, as the issue selects on val, never on test. The means are taken over the
-    seeds that all of the method's settings ran (``selection_seeds``), so that a setting tried on a luckier seed
-    alone cannot win; when they share none, the setting with more seeds wins, then the better val Dice. The row
-    says which setting it is (``settings``), the compared means (``val_dice_by_setting``), and keeps the method's
-    other settings under ``other_settings``; ties go to the setting with more seeds."""
+    params) with the best mean val Dice, as the issue selects on val, never on test. Only the settings that ran
+    the method's most seeds compete (``compared_settings``), so that a setting tried on fewer seeds can neither
+    win on one seed's luck nor shrink the comparison to its seeds; they are compared on the seeds they all ran
+    (``selection_seeds``), or on their own seeds when they share none. The row says which setting it is
+    (``settings``), the val means (``val_dice_by_setting``; a setting that did not compete: over its own seeds),
+    and keeps the method's other settings under ``other_settings``."""
     settings: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for label, row in rows.items():
         settings[row["method"]][label] = row
 
     view = {}
     for method, options in settings.items():
-        shared = sorted(set.intersection(*(set(row["seeds"]) for row in options.values())))
-        compared = {label: _val_dice_on(row, shared) for label, row in options.items()}
-        ranks = {label: (-1.0 if compared[label] is None else compared[label], len(row["seeds"])) for label, row in options.items()}
-        chosen = max(options, key=lambda label: ranks[label] if shared else ranks[label][::-1])
-        view[method] = {**options[chosen], "settings": chosen, "selection_seeds": shared, "val_dice_mean": compared[chosen],
-                        "val_dice_by_setting": compared,
+        most = max(len(row["seeds"]) for row in options.values())
+        competing = [label for label, row in options.items() if len(row["seeds"]) == most]
+        shared = sorted(set.intersection(*(set(options[label]["seeds"]) for label in competing)))
+        compared = {label: _val_dice_on(row, shared if label in competing else []) for label, row in options.items()}
+        chosen = max(competing, key=lambda label: -1.0 if compared[label] is None else compared[label])
+        view[method] = {**options[chosen], "settings": chosen, "compared_settings": competing, "selection_seeds": shared,
+                        "val_dice_mean": compared[chosen], "val_dice_by_setting": compared,
                         "other_settings": {label: other for label, other in options.items() if label != chosen}}  # fmt: skip
     return view
 
@@ -579,11 +581,17 @@ def _plain(value: float | None, digits: int = 2) -> str:
 
 
 def _selection(method: str, row: Mapping[str, Any]) -> str:
-    """``hdc → `hdc [pix_dice=1.0]` (seeds 0, 1: 0.8900; `hdc` 0.8700)``: a method's setting chosen on val."""
+    """``hdc → `hdc [pix_dice=1.0]` (seeds 0, 1, 2: 0.8900; `hdc` 0.8700; `hdc [x=1]` 0.9100 on seed 1 only, too few
+    seeds to compete)``: a method's setting chosen on val."""
     seeds = row["selection_seeds"]
-    compared = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else "no shared seed, so most seeds first"
+    compared = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else "no shared seed, so each on its own"
     values = row["val_dice_by_setting"]
-    others = [f"`{label}` {_plain(values[label], 4)}" for label in row["other_settings"]]
+    others = []
+    for label, other in row["other_settings"].items():
+        own = other["seeds"]
+        too_few = "" if label in row["compared_settings"] else (
+            f" on seed{'s' if len(own) > 1 else ''} {', '.join(map(str, own))} only, too few seeds to compete")
+        others.append(f"`{label}` {_plain(values[label], 4)}{too_few}")
     return f"{method} → `{row['settings']}` ({compared}: {_plain(values[row['settings']], 4)}{''.join('; ' + o for o in others)})"
 
 
@@ -637,7 +645,7 @@ def render_markdown(
         picks = [_selection(method, row) for method, row in per_method(rows).items() if row["other_settings"] or row["settings"] != method]
         if picks:
             lines += ["", f"In `{results_name(dataset, ratio, variant)}.json` each method is its setting with the best mean "
-                      f"val Dice over the seeds its settings share: {'; '.join(picks)}."]  # fmt: skip
+                      f"val Dice among its settings with the most seeds, over the seeds they share: {'; '.join(picks)}."]  # fmt: skip
         lines += ["", "<details><summary>per class and union: Dice, IoU, HD95, ASSD (mean ± std over seeds)</summary>", "",
                   "| method | class | Dice | IoU | HD95 | ASSD |", "|---|---|---|---|---|---|"]  # fmt: skip
         for label, row in rows.items():
