@@ -25,14 +25,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
-from sonoseg.io.store import SampleStore
 from sonoseg.models import build_network
 from sonoseg.ssl.noise import gaussian_input_noise
-from sonoseg.training.data import training_sets
 from sonoseg.training.trainer import dice_per_class
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from teacher_probe import load_work, val_tensors  # noqa: E402  (a script beside this one, not a package)
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.noise_response")
@@ -81,18 +81,6 @@ def respond(net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor, cla
     return records
 
 
-def load_val(dataset: str, size: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The val images and masks of the work directory's split, and its foreground class names."""
-    work = ROOT / "benchmarks/work" / dataset
-    manifest = pd.read_parquet(work / "data/03_primary/manifest_validated.parquet")
-    splits = pd.read_csv(work / "data/03_primary/splits.csv")
-    sets = training_sets(manifest, splits, SampleStore(work / "data/02_intermediate"), size)
-    val = [sets.val[i] for i in range(len(sets.val))]
-    classes = json.loads((work / "data/02_intermediate/dataset.json").read_text())["classes"]
-    names = [classes[str(label)] for label in range(1, len(classes))]
-    return torch.stack([image for image, _ in val]), torch.stack([mask for _, mask in val]), names
-
-
 def intensity_spread(images: torch.Tensor) -> dict[str, float]:
     """The images' mean intensity and the mean, least and largest per-image standard deviation."""
     stds = images.flatten(1).std(1, correction=0)
@@ -139,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         size = checkpoint["input_size"]
         if size not in val_by_size:
-            val_by_size[size] = load_val(args.dataset, size)
+            sets, names = load_work(ROOT / "benchmarks/work" / args.dataset, size)
+            val_by_size[size] = (*val_tensors(sets), names)
         images, masks, class_names = val_by_size[size]
         roles = [role for role in ("student", "teacher") if role in checkpoint["networks"]]
         if not roles:

@@ -95,15 +95,25 @@ def measure(net: torch.nn.Module, val_images: torch.Tensor, val_masks: torch.Ten
     return measures
 
 
-def load_sets(work: Path, ratio: float, size: int) -> TrainingSets:
-    """The training and val sets of the work directory's split, which must be at ``ratio``."""
-    report = json.loads((work / "data/08_reporting/split_report.json").read_text())
-    if report["config"]["label_ratio"] != ratio:
-        raise ValueError(f"{work}: its split is at label ratio {report['config']['label_ratio']}, not {ratio}: "
-                         f"run ssl_benchmark.py for this dataset at {ratio} first")  # fmt: skip
+def load_work(work: Path, size: int, ratio: float | None = None) -> tuple[TrainingSets, list[str]]:
+    """The training and val sets of the work directory's split (which must be at ``ratio`` when one is given)
+    and its foreground class names."""
+    if ratio is not None:
+        report = json.loads((work / "data/08_reporting/split_report.json").read_text())
+        if report["config"]["label_ratio"] != ratio:
+            raise ValueError(f"{work}: its split is at label ratio {report['config']['label_ratio']}, not {ratio}: "
+                             f"run ssl_benchmark.py for this dataset at {ratio} first")  # fmt: skip
     manifest = pd.read_parquet(work / "data/03_primary/manifest_validated.parquet")
     splits = pd.read_csv(work / "data/03_primary/splits.csv")
-    return training_sets(manifest, splits, SampleStore(work / "data/02_intermediate"), size)
+    classes = json.loads((work / "data/02_intermediate/dataset.json").read_text())["classes"]
+    names = [classes[str(label)] for label in range(1, len(classes))]
+    return training_sets(manifest, splits, SampleStore(work / "data/02_intermediate"), size), names
+
+
+def val_tensors(sets: TrainingSets) -> tuple[torch.Tensor, torch.Tensor]:
+    """The val images and masks, stacked."""
+    val = [sets.val[i] for i in range(len(sets.val))]
+    return torch.stack([image for image, _ in val]), torch.stack([mask for _, mask in val])
 
 
 def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], teacher_stats: str, iterations: int,
@@ -117,16 +127,13 @@ def probe(dataset: str, ratio: float, method: str, settings: dict[str, Any], tea
                   output_dir=str(output_dir))  # fmt: skip
     method_settings = {**(params.get(method) or {}), **settings}
     params[method] = method_settings
-    sets = load_sets(work, ratio, params["input_size"])
-    classes = json.loads((work / "data/02_intermediate/dataset.json").read_text())["classes"]
-    foreground_names = [classes[str(label)] for label in range(1, len(classes))]
-    trainer = Trainer(TrainerConfig.from_params(params), method_settings, len(classes))
+    sets, foreground_names = load_work(work, params["input_size"], ratio)
+    trainer = Trainer(TrainerConfig.from_params(params), method_settings, len(foreground_names) + 1)
     if "teacher" not in trainer.method.networks:
         raise ValueError(f"{method} has no network called 'teacher' to probe")
     if teacher_stats == "copy":  # the methods import ema_update by name, so patch it where it is used
         sys.modules[type(trainer.method).__module__].ema_update = copy_statistics_update
-    val = [sets.val[i] for i in range(len(sets.val))]
-    val_images, val_masks = torch.stack([image for image, _ in val]), torch.stack([mask for _, mask in val])
+    val_images, val_masks = val_tensors(sets)
     unlabelled = torch.stack([sets.train[i][0] for i in range(sets.n_labelled, len(sets.train), UNLABELLED_STRIDE)])
     losses: list[dict[str, float]] = []
     records: list[dict[str, Any]] = []

@@ -1,12 +1,18 @@
-"""The teacher probe: the replayed pre-a4f7e8c EMA update and the measures, by hand on tiny maps."""
+"""The teacher probe: the replayed pre-a4f7e8c EMA update and the measures, by hand on tiny maps; the work
+directory's sets, on a tiny synthetic store."""
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import pytest
 import torch
 from support.scripts import BENCHMARKS, load_script
 from torch import nn
 
+from sonoseg.io.readers import SyntheticReader
+from sonoseg.io.store import SampleStore, ingest
 from sonoseg.ssl.ema import ema_update
 
 
@@ -105,3 +111,24 @@ def test_loss_means_average_the_train_losses_and_skip_the_rate_and_the_final_val
         {"val/dice": 0.9},  # what the trainer logs alone after its last iteration
     ]
     assert probe.loss_means(window) == {"total": 2.0, "sup": 1.0}
+
+
+def test_load_work_reads_the_split_and_class_names_and_refuses_another_ratio(probe, tmp_path):
+    store = tmp_path / "data" / "02_intermediate"
+    manifest, _ = ingest(SyntheticReader(10, {"size": 32, "seed": 0}), SampleStore(store), progress=False)
+    (store / "dataset.json").write_text(json.dumps({"classes": {"0": "background", "1": "ps", "2": "fh"}}))
+    for folder in ("03_primary", "08_reporting"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    manifest.to_parquet(tmp_path / "data/03_primary/manifest_validated.parquet")
+    split = ["labelled"] * 2 + ["unlabelled"] * 4 + ["val"] * 3 + ["test"]
+    pd.DataFrame({"sample_id": manifest["sample_id"], "split": split}).to_csv(tmp_path / "data/03_primary/splits.csv", index=False)
+    (tmp_path / "data/08_reporting/split_report.json").write_text(json.dumps({"config": {"label_ratio": 0.2}}))
+
+    sets, names = probe.load_work(tmp_path, 16, 0.2)
+    images, masks = probe.val_tensors(sets)
+
+    assert names == ["ps", "fh"] and (sets.n_labelled, sets.n_unlabelled) == (2, 4)
+    assert images.shape == (3, 1, 16, 16) and masks.shape == (3, 16, 16)
+    assert probe.load_work(tmp_path, 16)[0].n_labelled == 2  # no ratio given: no check
+    with pytest.raises(ValueError, match=r"split is at label ratio 0.2, not 0.05"):
+        probe.load_work(tmp_path, 16, 0.05)
