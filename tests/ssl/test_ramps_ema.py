@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from sonoseg.ssl.ema import ema_alpha, ema_update, make_ema_copy
+from sonoseg.ssl.base import Batch, StepContext, build_method
+from sonoseg.ssl.ema import batch_statistics, ema_alpha, ema_update, make_ema_copy
 from sonoseg.ssl.ramps import consistency_weight, cosine_lr, poly_lr, sigmoid_rampup
 
 
@@ -77,3 +78,38 @@ def test_ema_update_by_hand_averages_statistics_and_copies_counters() -> None:
     assert teacher[0].weight.item() == 3.0
     with pytest.raises(ValueError):
         ema_update(nn.Linear(1, 1), nn.Linear(1, 2, bias=False), 5, 0.99)
+
+
+def test_batch_statistics_normalises_with_the_batch_and_restores_everything() -> None:
+    teacher = nn.Sequential(nn.BatchNorm1d(1), nn.Dropout(0.5)).eval()  # running statistics (0, 1)
+    batch = torch.tensor([[1.0], [2.0], [3.0]])  # mean 2, biased var 2/3
+    assert torch.equal(teacher(batch), batch / (1 + 1e-5) ** 0.5)  # eval: (x - 0) / sqrt(1 + eps)
+
+    with batch_statistics(teacher):
+        normalised = teacher(batch)
+        assert teacher[0].training and not teacher[1].training  # dropout stays off
+
+    assert torch.allclose(normalised, (batch - 2.0) / (2 / 3 + 1e-5) ** 0.5)
+    assert teacher[0].running_mean.item() == 0.0 and teacher[0].running_var.item() == 1.0  # untouched
+    assert not teacher[0].training and teacher[0].momentum == 0.1
+
+
+def test_mean_teacher_teacher_norm_batch_changes_only_the_consistency_term() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(4, 1, 32, 32, generator=generator), torch.randint(0, 3, (2, 32, 32), generator=generator)
+    terms = {}
+    for norm in ("running", "batch"):
+        torch.manual_seed(0)
+        method = build_method("mean_teacher", {"teacher_norm": norm, "noise_sigma": 0.0}, {"name": "unet_small"}, 3)
+        method.train()
+        with torch.no_grad():  # running statistics far from these batches', so the two norms differ
+            for name, buffer in method.inner("teacher").named_buffers():
+                if name.endswith("running_mean"):
+                    buffer.fill_(5.0)
+        terms[norm] = method.losses(Batch(images[:2], masks), Batch(images[2:]), StepContext(5, 10, torch.Generator()))
+        assert not method.networks["teacher"].training  # the teacher is back in eval mode
+    assert torch.equal(terms["running"]["sup"], terms["batch"]["sup"])
+    # the teacher is still the student's copy and sees the same images: normalised alike, it agrees exactly
+    assert terms["batch"]["consistency"].item() == 0.0 and terms["running"]["consistency"].item() > 1e-3
+    with pytest.raises(ValueError, match="teacher_norm is 'batches'"):
+        build_method("mean_teacher", {"teacher_norm": "batches"}, {"name": "unet_small"}, 3)

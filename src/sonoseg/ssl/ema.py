@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-__all__ = ["ema_alpha", "ema_update", "make_ema_copy"]
+__all__ = ["batch_statistics", "ema_alpha", "ema_update", "make_ema_copy"]
 
 
 def ema_alpha(step: int, decay: float) -> float:
@@ -88,3 +90,30 @@ def make_ema_copy(module: nn.Module) -> nn.Module:
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
     return teacher
+
+
+@contextmanager
+def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``module``'s BatchNorm layers normalise with each batch's own statistics, as the
+    student's do in training, and leave their running statistics as they were; everything else keeps its
+    mode (an eval-mode teacher keeps its dropout off).
+
+    An eval-mode teacher normalises with running statistics while the student it is compared with normalises
+    with batch ones. A consistency loss then also trains the student towards that difference, and the EMA
+    teacher follows the student, so the difference can accumulate (docs/benchmarks.md, SSL benchmark
+    findings, point 21).
+
+    Args:
+        module: the network, usually an EMA teacher in eval mode.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum) for m in norms]
+    for m in norms:
+        m.train(True)
+        m.momentum = 0.0  # running <- (1 - 0) * running + 0 * batch: unchanged
+    try:
+        yield module
+    finally:
+        for m, (training, momentum) in zip(norms, saved, strict=True):
+            m.train(training)
+            m.momentum = momentum
