@@ -356,7 +356,8 @@ def import_runs(source: Path, cache: Path, tracking_uri: str, workdir: Path) -> 
                 predictions = workdir / request["dataset"] / request["run_params"]["evaluation.predictions_dir"]
                 shutil.rmtree(predictions, ignore_errors=True)
                 shutil.copytree(folder / "predictions", predictions)
-            training = {k: v for k, v in summary.items() if k not in ("losses", "val_history", "params", "trained_on")}
+            # the val curve and the loss means stay, as in a Kedro run's entry: the findings in docs/ read them there
+            training = {k: v for k, v in summary.items() if k not in ("params", "trained_on")}
             entry = {
                 "key": key, "dataset": request["dataset"], "label_ratio": float(request["ratio"]), "method": request["method"],
                 "seed": request["seed"], "budget": request["budget"], "iterations": int(request["run_params"]["training.iterations"]),

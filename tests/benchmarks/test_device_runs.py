@@ -89,6 +89,9 @@ def test_train_then_import_logs_runs_to_mlflow_and_the_cache_without_their_time(
     assert run.data.params["training.method"] == "mean_teacher" and run.data.params["training.amp"] == "off"
     curve = mlflow.MlflowClient(uri).get_metric_history(teacher["mlflow_run_id"], "train/total")
     assert sorted(m.step for m in curve) == [1, 2, 3, 4]
+    val_curve = mlflow.MlflowClient(uri).get_metric_history(teacher["mlflow_run_id"], "val/dice")
+    assert [(v["iteration"], v["val_dice"]) for v in teacher["training"]["val_history"]] == [(m.step, m.value) for m in val_curve]
+    assert set(teacher["training"]["losses"]) >= {"total_first", "total_last", "consistency_last"}
 
     predictions = tmp_path / "work" / "psfhs" / "data" / "07_model_output" / "runs" / teacher["key"]
     assert len(list(predictions.glob("*.png"))) == 3  # where ssl_diagnosis.py looks for a Kedro run's
