@@ -21,11 +21,12 @@ import json
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from sonoseg.models import build_network
 from sonoseg.ssl.noise import gaussian_input_noise
@@ -107,6 +108,23 @@ def markdown(command: str, records: Sequence[dict[str, Any]], class_names: Seque
     return "\n".join(lines)
 
 
+def checkpoint_networks(parser: argparse.ArgumentParser, items: Sequence[str]) -> Iterator[tuple[str, str, dict[str, Any], str, nn.Module]]:
+    """``(label, path, checkpoint, role, network)`` for each ``LABEL=PATH`` of ``items`` and each of its
+    networks called student or teacher, loaded on the CPU; malformed items are the parser's errors."""
+    for item in items:
+        label, _, path = item.partition("=")
+        if not path:
+            parser.error(f"--checkpoint {item!r}: expected LABEL=PATH")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        roles = [role for role in ("student", "teacher") if role in checkpoint["networks"]]
+        if not roles:
+            parser.error(f"{path}: no network called student or teacher in it ({sorted(checkpoint['networks'])})")
+        for role in roles:
+            net = build_network(checkpoint["model"]["name"], num_classes=checkpoint["num_classes"])
+            net.load_state_dict(checkpoint["networks"][role])
+            yield label, path, checkpoint, role, net
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="psfhs")
@@ -120,25 +138,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = ".venv/bin/python benchmarks/noise_response.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records: list[dict[str, Any]] = []
     val_by_size: dict[int, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
-    for item in args.checkpoint:
-        label, _, path = item.partition("=")
-        if not path:
-            parser.error(f"--checkpoint {item!r}: expected LABEL=PATH")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    for label, path, checkpoint, role, net in checkpoint_networks(parser, args.checkpoint):
         size = checkpoint["input_size"]
         if size not in val_by_size:
             sets, names = load_work(ROOT / "benchmarks/work" / args.dataset, size)
             val_by_size[size] = (*val_tensors(sets), names)
         images, masks, class_names = val_by_size[size]
-        roles = [role for role in ("student", "teacher") if role in checkpoint["networks"]]
-        if not roles:
-            parser.error(f"{path}: no network called student or teacher in it ({sorted(checkpoint['networks'])})")
-        for role in roles:
-            net = build_network(checkpoint["model"]["name"], num_classes=checkpoint["num_classes"])
-            net.load_state_dict(checkpoint["networks"][role])
-            for record in respond(net, images, masks, class_names, args.sigmas, args.seed):
-                records.append({"checkpoint": label, "path": path, "iteration": checkpoint["iteration"], "network": role, **record})
-            logger.info("%s (%s, iteration %d): measured", label, role, checkpoint["iteration"])
+        for record in respond(net, images, masks, class_names, args.sigmas, args.seed):
+            records.append({"checkpoint": label, "path": path, "iteration": checkpoint["iteration"], "network": role, **record})
+        logger.info("%s (%s, iteration %d): measured", label, role, checkpoint["iteration"])
     spread = intensity_spread(images)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {"command": command, "val_intensity": spread, "records": records}

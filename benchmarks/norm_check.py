@@ -33,10 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from sonoseg.models import build_network
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from noise_response import measure  # noqa: E402  (scripts beside this one, not a package)
+from noise_response import checkpoint_networks, measure  # noqa: E402  (scripts beside this one, not a package)
 from teacher_probe import load_work, val_tensors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,24 +127,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = ".venv/bin/python benchmarks/norm_check.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records: list[dict[str, Any]] = []
     loaded: dict[int, tuple[Any, list[str]]] = {}
-    for item in args.checkpoint:
-        label, _, path = item.partition("=")
-        if not path:
-            parser.error(f"--checkpoint {item!r}: expected LABEL=PATH")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    for label, path, checkpoint, role, net in checkpoint_networks(parser, args.checkpoint):
         size = checkpoint["input_size"]
         if size not in loaded:
             loaded[size] = load_work(ROOT / "benchmarks/work" / args.dataset, size)
         sets, class_names = loaded[size]
-        roles = [role for role in ("student", "teacher") if role in checkpoint["networks"]]
-        if not roles:
-            parser.error(f"{path}: no network called student or teacher in it ({sorted(checkpoint['networks'])})")
-        for role in roles:
-            net = build_network(checkpoint["model"]["name"], num_classes=checkpoint["num_classes"])
-            net.load_state_dict(checkpoint["networks"][role])
-            result = check(net.eval(), sets, class_names, args.unlabelled, args.batch)
-            records.append({"checkpoint": label, "path": path, "iteration": checkpoint["iteration"], "network": role, **result})
-            logger.info("%s (%s, iteration %d): checked", label, role, checkpoint["iteration"])
+        result = check(net.eval(), sets, class_names, args.unlabelled, args.batch)
+        records.append({"checkpoint": label, "path": path, "iteration": checkpoint["iteration"], "network": role, **result})
+        logger.info("%s (%s, iteration %d): checked", label, role, checkpoint["iteration"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "norm_check.json").write_text(json.dumps({"command": command, "records": records}, indent=2) + "\n")
     (args.out / "norm_check.md").write_text(markdown(command, records, class_names, args.batch))

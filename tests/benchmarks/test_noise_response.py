@@ -54,3 +54,18 @@ def test_intensity_spread_by_hand(response):
     images = torch.tensor([[[[0.0, 1.0]]], [[[0.5, 0.5]]]])  # stds 0.5 and 0
     spread = response.intensity_spread(images)
     assert spread == {"mean_intensity": 0.5, "image_std_mean": 0.25, "image_std_min": 0.0, "image_std_max": 0.5}
+
+
+def test_checkpoint_networks_loads_each_student_and_teacher_and_refuses_a_bare_path(response, tmp_path):
+    import argparse
+
+    from sonoseg.models import build_network
+
+    student = build_network("unet_small", num_classes=3)
+    checkpoint = {"model": {"name": "unet_small"}, "num_classes": 3, "iteration": 7, "networks": {"student": student.state_dict()}}
+    torch.save(checkpoint, tmp_path / "last.pt")
+    loaded = list(response.checkpoint_networks(argparse.ArgumentParser(), [f"last={tmp_path / 'last.pt'}"]))
+    assert [(label, role, c["iteration"]) for label, _, c, role, _ in loaded] == [("last", "student", 7)]
+    assert all(torch.equal(a, b) for a, b in zip(loaded[0][4].state_dict().values(), student.state_dict().values()))
+    with pytest.raises(SystemExit):
+        list(response.checkpoint_networks(argparse.ArgumentParser(), [str(tmp_path / "last.pt")]))
