@@ -22,6 +22,8 @@ class InformationDivergence(Method):
     DEFAULTS = {
         "cnn": "unext",
         "transformer": "swin_unet",
+        # constructor options of the transformer (e.g. {"patch_size": 4}); the CNN is the deployed network
+        "transformer_options": {},
         "cross_weight": 1.0,
         "ict_weight": 0.1,
         "divergence_weight": 0.1,
@@ -32,7 +34,7 @@ class InformationDivergence(Method):
 
     def build_networks(self) -> dict[str, nn.Module]:
         cnn = self.network(name=self.settings["cnn"])
-        transformer = self.network(name=self.settings["transformer"])
+        transformer = self.network(name=self.settings["transformer"], **self.settings["transformer_options"])
         return {"student": cnn, "transformer": transformer, "transformer_teacher": make_ema_copy(transformer)}
 
     def losses(self, labelled: Batch, unlabelled: Batch | None, context: StepContext) -> dict[str, Tensor]:
