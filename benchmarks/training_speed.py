@@ -3,7 +3,9 @@
 utilisation.
 
 Run: ``.venv/bin/python benchmarks/training_speed.py`` (``--gpu`` on a CUDA machine). Writes
-``benchmarks/results/training_speed[_gpu].json`` and ``.md``.
+``benchmarks/results/training_speed[_gpu].json`` and ``.md`` (``--name`` for another file name).
+A method can be measured with its own settings beside its defaults, e.g.
+``--methods infodiv infodiv:transformer_options.patch_size=4 --input-size 128 --batch 8 --name training_speed_infodiv``.
 
 Each method runs in a fresh subprocess (so its peak memory is its own) on a synthetic sample store:
 ``--warmup`` steps, then ``--steps`` timed steps; the time is the median step. Peak memory is the
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ["supervised", "fully_supervised", "mean_teacher", "fixmatch", "cps", "hdc", "infodiv", "simcvd", "cotrain"]
@@ -51,8 +54,30 @@ class _GpuSampler(threading.Thread):
             time.sleep(0.1)
 
 
-def measure(method: str, store_dir: str, size: int, model: dict, batch: int, warmup: int, steps: int, device: str) -> dict:
-    """Time ``steps`` training steps of ``method`` after ``warmup`` (runs inside a fresh process)."""
+def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``method[:key=value,...]`` -> (method, its ``training.<method>`` settings). Dotted keys nest and values
+    are read as YAML, as ``kedro run --params`` reads them: ``infodiv:transformer_options.patch_size=4`` ->
+    ``("infodiv", {"transformer_options": {"patch_size": 4}})``."""
+    import yaml
+
+    method, _, options = spec.partition(":")
+    settings: dict[str, Any] = {}
+    for item in filter(None, options.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"method spec {spec!r}: {item!r} is not key=value")
+        *parents, leaf = key.split(".")
+        node = settings
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = yaml.safe_load(value)
+    return method, settings
+
+
+def measure(method: str, store_dir: str, size: int, model: dict, batch: int, warmup: int, steps: int, device: str,
+            settings: dict | None = None) -> dict:
+    """Time ``steps`` training steps of ``method`` (with ``settings`` over its defaults) after ``warmup``
+    (runs inside a fresh process)."""
     import pandas as pd
     import torch
 
@@ -87,7 +112,7 @@ def measure(method: str, store_dir: str, size: int, model: dict, batch: int, war
 
         sampler = _GpuSampler(torch.cuda.current_device()) if cuda else None
         clock["rss"] = _rss_mb()  # before the networks exist: the growth covers weights, optimiser and activations
-        trainer = Trainer(config, {}, num_classes=3, on_iteration=on_iteration)
+        trainer = Trainer(config, settings or {}, num_classes=3, on_iteration=on_iteration)
         sets = training_sets(manifest, splits, SampleStore(store_dir), size, trainer.method.uses_all_labels)
         # validation at the end is not part of the step time: patch it out of the measurement
         trainer.validate = lambda _sets: 0.0
@@ -133,7 +158,11 @@ def run_isolated(**kwargs) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="CUDA, 256², DeepLabV3+/ResNet-50, AMP")
-    parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--methods", nargs="*", default=METHODS,
+                        help="method or method:key=value,... (settings over its defaults; a row of its own)")
+    parser.add_argument("--input-size", type=int, help="default: 64 on the CPU, 256 with --gpu")
+    parser.add_argument("--batch", type=int, help="labelled and unlabelled batch; default: 4 on the CPU, 8 with --gpu")
+    parser.add_argument("--name", default="training_speed", help="results file name, without _gpu or the suffix")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -143,20 +172,23 @@ def main() -> None:
         size, model, batch, device, store_size = 256, {"name": "deeplabv3plus", "encoder": "resnet50"}, 8, "cuda", 256
     else:
         size, model, batch, device, store_size = 64, {"name": "unet_small"}, 4, "cpu", 128
-    methods = ["supervised", *[m for m in args.methods if m != "supervised"]]
+    size, batch = args.input_size or size, args.batch or batch
+    specs = ["supervised", *[m for m in args.methods if m != "supervised"]]
+    parsed = [parse_method_spec(spec) for spec in specs]  # a bad spec fails before any measurement
     setting = {"device": device, "input_size": size, "model": model, "batch_labelled": batch, "batch_unlabelled": batch,
                "torch_threads": __import__("torch").get_num_threads(), "steps": args.steps}  # fmt: skip
     with tempfile.TemporaryDirectory() as store:
-        prepare_store(Path(store), store_size, 96)
+        prepare_store(Path(store), max(store_size, size), 96)
         rows = []
-        for method in methods:
-            rows.append(run_isolated(method=method, store_dir=store, size=size, model=model, batch=batch,
-                                     warmup=args.warmup, steps=args.steps, device=device))  # fmt: skip
+        for spec, (method, settings) in zip(specs, parsed):
+            row = run_isolated(method=method, store_dir=store, size=size, model=model, batch=batch,
+                               warmup=args.warmup, steps=args.steps, device=device, settings=settings)  # fmt: skip
+            rows.append({**row, "method": spec, "settings": settings})
             logger.info("%s", rows[-1])
-            write_results(rows, setting, args.out, args.gpu)  # after each method, so a run cut short keeps what it measured
+            write_results(rows, setting, args.out, args.gpu, args.name)  # after each method, so a run cut short keeps what it measured
 
 
-def write_results(rows: list[dict], setting: dict, out: Path, gpu: bool) -> None:
+def write_results(rows: list[dict], setting: dict, out: Path, gpu: bool, name: str = "training_speed") -> None:
     """The JSON and markdown table, with time and memory as ratios to the first row (supervised)."""
     base = rows[0]
     memory_key = "peak_gpu_memory_mb" if gpu else "peak_rss_growth_mb"
@@ -165,7 +197,7 @@ def write_results(rows: list[dict], setting: dict, out: Path, gpu: bool) -> None
         row["memory_ratio_to_supervised"] = row[memory_key] / max(base[memory_key], 1.0)
     suffix = "_gpu" if gpu else ""
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"training_speed{suffix}.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
+    (out / f"{name}{suffix}.json").write_text(json.dumps({"setting": setting, "methods": rows}, indent=2))
     lines = [f"Setting: {json.dumps(setting)}", "",
              f"| method | s/step | images/s | {memory_key} | time ÷ supervised | memory ÷ supervised |"
              + (" GPU util % |" if gpu else ""),
@@ -174,8 +206,8 @@ def write_results(rows: list[dict], setting: dict, out: Path, gpu: bool) -> None
         util = f" {r['gpu_utilisation_percent']:.0f} |" if gpu and r.get("gpu_utilisation_percent") is not None else (" - |" if gpu else "")
         lines.append(f"| {r['method']} | {r['seconds_per_step']:.3f} | {r['images_per_second']:.1f} | {r[memory_key]:.0f} | "
                      f"{r['time_ratio_to_supervised']:.2f} | {r['memory_ratio_to_supervised']:.2f} |{util}")  # fmt: skip
-    (out / f"training_speed{suffix}.md").write_text("\n".join(lines) + "\n")
-    logger.info("wrote %s", out / f"training_speed{suffix}.md")
+    (out / f"{name}{suffix}.md").write_text("\n".join(lines) + "\n")
+    logger.info("wrote %s", out / f"{name}{suffix}.md")
 
 
 if __name__ == "__main__":
