@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from sonoseg.models import build_network
+from sonoseg.ssl.base import build_method
 from sonoseg.ssl.noise import gaussian_input_noise
 from sonoseg.training.trainer import dice_per_class
 
@@ -108,19 +109,26 @@ def markdown(command: str, records: Sequence[dict[str, Any]], class_names: Seque
     return "\n".join(lines)
 
 
-def checkpoint_networks(parser: argparse.ArgumentParser, items: Sequence[str]) -> Iterator[tuple[str, str, dict[str, Any], str, nn.Module]]:
+def checkpoint_networks(parser: argparse.ArgumentParser, items: Sequence[str], roles: Sequence[str] = ("student", "teacher"),
+                        ) -> Iterator[tuple[str, str, dict[str, Any], str, nn.Module]]:  # fmt: skip
     """``(label, path, checkpoint, role, network)`` for each ``LABEL=PATH`` of ``items`` and each of its
-    networks called student or teacher, loaded on the CPU; malformed items are the parser's errors."""
+    networks named in ``roles``, loaded on the CPU; malformed items are the parser's errors. A checkpoint that
+    names its method and settings rebuilds the networks through the method, so roles with their own
+    architecture (infodiv's UNeXt student and Swin transformer) load too."""
     for item in items:
         label, _, path = item.partition("=")
         if not path:
             parser.error(f"--checkpoint {item!r}: expected LABEL=PATH")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        roles = [role for role in ("student", "teacher") if role in checkpoint["networks"]]
-        if not roles:
-            parser.error(f"{path}: no network called student or teacher in it ({sorted(checkpoint['networks'])})")
-        for role in roles:
-            net = build_network(checkpoint["model"]["name"], num_classes=checkpoint["num_classes"])
+        present = [role for role in roles if role in checkpoint["networks"]]
+        if not present:
+            parser.error(f"{path}: none of the networks {list(roles)} is in it ({sorted(checkpoint['networks'])})")
+        method = None
+        if "method" in checkpoint and "settings" in checkpoint:
+            method = build_method(checkpoint["method"], checkpoint["settings"], checkpoint["model"], checkpoint["num_classes"])
+        for role in present:
+            net = method.inner(role) if method is not None else build_network(checkpoint["model"]["name"],
+                                                                                num_classes=checkpoint["num_classes"])
             net.load_state_dict(checkpoint["networks"][role])
             yield label, path, checkpoint, role, net
 
@@ -129,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="psfhs")
     parser.add_argument("--checkpoint", action="append", required=True, metavar="LABEL=PATH",
-                        help="a trainer checkpoint (best.pt or last.pt); its student and teacher are measured")  # fmt: skip
+                        help="a trainer checkpoint (best.pt or last.pt); its networks named by --roles are measured")  # fmt: skip
+    parser.add_argument("--roles", nargs="+", default=["student", "teacher"],
+                        help="the checkpoint's networks to measure, e.g. student transformer (infodiv)")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.0, 0.01, 0.02, 0.05, 0.1])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
@@ -138,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = ".venv/bin/python benchmarks/noise_response.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     records: list[dict[str, Any]] = []
     val_by_size: dict[int, tuple[torch.Tensor, torch.Tensor, list[str]]] = {}
-    for label, path, checkpoint, role, net in checkpoint_networks(parser, args.checkpoint):
+    for label, path, checkpoint, role, net in checkpoint_networks(parser, args.checkpoint, args.roles):
         size = checkpoint["input_size"]
         if size not in val_by_size:
             sets, names = load_work(ROOT / "benchmarks/work" / args.dataset, size)

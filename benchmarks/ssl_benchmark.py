@@ -123,7 +123,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def budget_params(budget: str, iterations: int | None, input_size: int | None, batch: int | None) -> dict[str, Any]:
+def budget_params(budget: str, iterations: int | None, input_size: int | None, batch: int | None,
+                  model: str | None = None) -> dict[str, Any]:
     """The training/evaluation ``--params`` of a budget, with the command line's overrides."""
     if budget == "cpu":
         params = dict(CPU_BUDGET)
@@ -136,6 +137,9 @@ def budget_params(budget: str, iterations: int | None, input_size: int | None, b
         params["training.input_size"] = input_size
     if batch is not None:
         params["training.labelled_batch"] = params["training.unlabelled_batch"] = batch
+    if model is not None:  # another network keeps none of the budget's network options (e.g. the gpu's encoder)
+        params = {k: v for k, v in params.items() if not k.startswith("training.model.")}
+        params["training.model.name"] = model
     return params
 
 
@@ -709,6 +713,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, help="default: the budget's (cpu 4000, gpu conf/gpu)")
     parser.add_argument("--input-size", type=int)
     parser.add_argument("--batch", type=int, help="labelled and unlabelled batch")
+    parser.add_argument("--model", help="network of the methods that train the configured one (default: the budget's; "
+                                        "infodiv's CNN is training.infodiv.cnn)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work", help="holds <dataset>/, a Kedro project root")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "benchmarks" / "results", help="runs/ cache, JSON, markdown")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "benchmarks.md", help="the file whose marked section is replaced")
@@ -748,7 +754,7 @@ def parse_overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> di
         if not sep or not key.startswith(("training.", "evaluation.")) or not value.strip():
             parser.error(f"--set {item!r}: expected training.<key>=<value> or evaluation.<key>=<value>")
         if key in RESERVED:
-            parser.error(f"--set {key}: the benchmark sets it (use --iterations, --input-size, --batch or --budget)")
+            parser.error(f"--set {key}: the benchmark sets it (use --iterations, --input-size, --batch, --model or --budget)")
         overrides[key] = value.strip()
     return overrides
 
@@ -849,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commit, dirty = git_state()
     command = shlex.join([".venv/bin/python", "benchmarks/ssl_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     cache = args.results_dir / "runs"
-    params = budget_params(args.budget, args.iterations, args.input_size, args.batch)
+    params = budget_params(args.budget, args.iterations, args.input_size, args.batch, args.model)
     variant = variant_name(args.budget, params)
     tuned = load_tuned(args.tuned)
     failures: list[str] = []

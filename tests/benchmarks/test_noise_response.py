@@ -69,3 +69,23 @@ def test_checkpoint_networks_loads_each_student_and_teacher_and_refuses_a_bare_p
     assert all(torch.equal(a, b) for a, b in zip(loaded[0][4].state_dict().values(), student.state_dict().values()))
     with pytest.raises(SystemExit):
         list(response.checkpoint_networks(argparse.ArgumentParser(), [str(tmp_path / "last.pt")]))
+
+
+def test_checkpoint_networks_rebuilds_roles_of_their_own_architecture_through_the_method(response, tmp_path):
+    import argparse
+
+    from sonoseg.ssl.base import build_method
+
+    settings = {"transformer_options": {"embed_dim": 12, "depths": [1, 1, 1, 1]}}
+    infodiv = build_method("infodiv", settings, {"name": "unet_small"}, num_classes=3)
+    networks = {role: infodiv.inner(role).state_dict() for role in ("student", "transformer", "transformer_teacher")}
+    checkpoint = {"method": "infodiv", "settings": settings, "model": {"name": "unet_small"}, "num_classes": 3,
+                  "iteration": 9, "networks": networks}  # fmt: skip
+    torch.save(checkpoint, tmp_path / "best.pt")
+    item = [f"best={tmp_path / 'best.pt'}"]
+    loaded = list(response.checkpoint_networks(argparse.ArgumentParser(), item, ("student", "transformer", "teacher")))
+    assert [(role, type(net).__name__) for _, _, _, role, net in loaded] == [("student", "UNeXt"), ("transformer", "SwinUNet")]
+    for _, _, _, role, net in loaded:
+        assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), networks[role].values()))
+    with pytest.raises(SystemExit):  # none of the asked networks is in it
+        list(response.checkpoint_networks(argparse.ArgumentParser(), item, ("teacher",)))

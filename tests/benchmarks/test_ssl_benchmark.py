@@ -84,6 +84,11 @@ def test_variants_keep_different_settings_apart(bench):
     assert small.startswith("cpu-20it-") and small != bench.variant_name("cpu", bench.budget_params("cpu", 20, 96, None))
     gpu = bench.budget_params("gpu", None, None, None)
     assert gpu["training.input_size"] == 256 and gpu["training.model.name"] == "deeplabv3plus"
+    unext = bench.budget_params("cpu", None, None, None, "unext")
+    assert unext == {**cpu, "training.model.name": "unext"}
+    assert bench.variant_name("cpu", unext).startswith("cpu-4000it-")
+    gpu_unext = bench.budget_params("gpu", None, None, None, "unext")
+    assert gpu_unext["training.model.name"] == "unext" and "training.model.encoder" not in gpu_unext
     assert bench.run_key("psfhs", 1, "supervised", 2, "cpu-4000it", False) == "psfhs_1.0_supervised_seed2_cpu-4000it"
     assert bench.format_params({"a.b": None, "c": False, "d": 0.05}) == "a.b=null,c=false,d=0.05"
 
