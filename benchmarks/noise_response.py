@@ -6,7 +6,8 @@ Run: ``.venv/bin/python benchmarks/noise_response.py --dataset psfhs --checkpoin
 A mean teacher trains its student on clean images towards the teacher's softmax on noisy ones. If noise
 changes what a network predicts (a smaller head, a larger symphysis), every step teaches that change, and
 the teacher, an average of the student, passes it on. This measures the change: each network of each
-checkpoint (student and teacher) predicts the val split of ``benchmarks/work/<dataset>/`` (the split
+checkpoint (``--roles``: student and teacher by default; ``--sigmas 0`` scores any of them, e.g. infodiv's
+transformer, on clean val images) predicts the val split of ``benchmarks/work/<dataset>/`` (the split
 ``ssl_benchmark.py`` left there; val is the same at every label ratio) in eval mode at the checkpoint's input
 size, under noise of each ``--sigmas`` level clipped to twice that level (DESIGN.md §4's σ 0.1, ±0.2), in two
 units: intensity (images lie in [0, 1]; the teacher's noise before commit f4400f4) and each image's own intensity
