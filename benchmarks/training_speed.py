@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the scripts beside this one
 METHODS = ["supervised", "fully_supervised", "mean_teacher", "fixmatch", "cps", "hdc", "infodiv", "simcvd", "cotrain"]
 logger = logging.getLogger("benchmarks.training_speed")
 
@@ -56,9 +57,9 @@ class _GpuSampler(threading.Thread):
 
 def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """``method[:key=value,...]`` -> (method, its ``training.<method>`` settings). Dotted keys nest and values
-    are read as YAML, as ``kedro run --params`` reads them: ``infodiv:transformer_options.patch_size=4`` ->
-    ``("infodiv", {"transformer_options": {"patch_size": 4}})``."""
-    import yaml
+    are read as ``kedro run --params`` reads them (``device_runs.set_dotted``):
+    ``infodiv:transformer_options.patch_size=4`` -> ``("infodiv", {"transformer_options": {"patch_size": 4}})``."""
+    from device_runs import set_dotted  # a script beside this one; it imports the SSL benchmark's stack
 
     method, _, options = spec.partition(":")
     settings: dict[str, Any] = {}
@@ -66,11 +67,7 @@ def parse_method_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"method spec {spec!r}: {item!r} is not key=value")
-        *parents, leaf = key.split(".")
-        node = settings
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = yaml.safe_load(value)
+        set_dotted(settings, key, value)
     return method, settings
 
 
