@@ -111,5 +111,43 @@ def test_mean_teacher_teacher_norm_batch_changes_only_the_consistency_term() -> 
     assert torch.equal(terms["running"]["sup"], terms["batch"]["sup"])
     # the teacher is still the student's copy and sees the same images: normalised alike, it agrees exactly
     assert terms["batch"]["consistency"].item() == 0.0 and terms["running"]["consistency"].item() > 1e-3
-    with pytest.raises(ValueError, match="teacher_norm is 'batches'"):
-        build_method("mean_teacher", {"teacher_norm": "batches"}, {"name": "unet_small"}, 3)
+
+
+@pytest.mark.parametrize("name", ["mean_teacher", "hdc", "simcvd"])
+def test_teacher_norm_sets_how_each_ema_teacher_normalises(name: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(4, 1, 32, 32, generator=generator), torch.randint(0, 3, (2, 32, 32), generator=generator)
+    for norm, expected_mode in (("running", False), ("batch", True)):
+        torch.manual_seed(0)
+        method = build_method(name, {"teacher_norm": norm}, {"name": "unet_small"}, 3)
+        method.train()
+        teacher = method.inner("teacher")
+        norms = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+        modes: list[bool] = []
+        for m in norms:
+            m.register_forward_pre_hook(lambda module, _: modes.append(module.training))
+        running = [m.running_mean.clone() for m in norms]
+        method.losses(Batch(images[:2], masks), Batch(images[2:]), StepContext(5, 10, torch.Generator()))
+        assert modes and set(modes) == {expected_mode}, norm  # hdc's teacher skips its noisy decoder
+        assert all(torch.equal(m.running_mean, r) for m, r in zip(norms, running, strict=True))  # untouched
+        assert not any(m.training for m in norms)  # back in eval mode
+    with pytest.raises(ValueError, match=f"training.{name}.teacher_norm is 'batches'"):
+        build_method(name, {"teacher_norm": "batches"}, {"name": "unet_small"}, 3)
+
+
+def test_simcvd_teacher_norm_batch_makes_a_noiseless_teachers_consistency_zero() -> None:
+    generator = torch.Generator().manual_seed(0)
+    images, masks = torch.rand(4, 1, 32, 32, generator=generator), torch.randint(0, 3, (2, 32, 32), generator=generator)
+    consistency = {}
+    for norm in ("running", "batch"):
+        torch.manual_seed(0)
+        method = build_method("simcvd", {"teacher_norm": norm, "noise_sigma": 0.0}, {"name": "unet_small"}, 3)
+        method.train()
+        with torch.no_grad():  # running statistics far from these batches', so the two norms differ
+            for buffer_name, buffer in method.inner("teacher").named_buffers():
+                if buffer_name.endswith("running_mean"):
+                    buffer.fill_(5.0)
+        terms = method.losses(Batch(images[:2], masks), Batch(images[2:]), StepContext(5, 10, torch.Generator()))
+        consistency[norm] = terms["consistency"].item()
+    # the teacher is still the student's copy and sees the same four images as one batch
+    assert consistency["batch"] == 0.0 and consistency["running"] > 1e-3

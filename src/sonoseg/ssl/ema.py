@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["batch_statistics", "ema_alpha", "ema_update", "make_ema_copy"]
+from sonoseg.ssl.base import Method
+
+__all__ = ["EmaTeacherMethod", "batch_statistics", "ema_alpha", "ema_update", "make_ema_copy"]
 
 
 def ema_alpha(step: int, decay: float) -> float:
@@ -117,3 +120,28 @@ def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
         for m, (training, momentum) in zip(norms, saved, strict=True):
             m.train(training)
             m.momentum = momentum
+
+
+class EmaTeacherMethod(Method):
+    """A method whose EMA teachers run in eval mode; ``teacher_norm`` picks how their BatchNorm normalises:
+    with its running statistics (``running``) or, like the student's in training, with each batch's own
+    (``batch``, see :func:`batch_statistics`). Subclasses run their teachers inside
+    :meth:`teacher_normalisation`."""
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {"teacher_norm": "running"}
+    TEACHER_NORMS: ClassVar[tuple[str, ...]] = ("running", "batch")
+
+    def __init__(self, settings: dict[str, Any], model: dict[str, Any], num_classes: int) -> None:
+        norm = {**self.defaults(), **settings}["teacher_norm"]
+        if norm not in self.TEACHER_NORMS:
+            raise ValueError(f"training.{self.name}.teacher_norm is {norm!r}: expected one of {', '.join(self.TEACHER_NORMS)}")
+        super().__init__(settings, model, num_classes)
+
+    @contextmanager
+    def teacher_normalisation(self, *roles: str) -> Iterator[None]:
+        """Within the block, the networks of these roles normalise as ``teacher_norm`` says."""
+        with ExitStack() as stack:
+            if self.settings["teacher_norm"] == "batch":
+                for role in roles:
+                    stack.enter_context(batch_statistics(self.inner(role)))
+            yield

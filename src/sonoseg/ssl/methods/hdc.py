@@ -8,7 +8,8 @@ noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: sup
 decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all
 pixels, or per pseudo-class with ``pix_average: class``; plus a masked soft Dice when ``pix_dice`` > 0);
 correlation guidance (the student's feature affinity map, through a fixed random projection, follows
-the teacher's); and IIC mutual information between the two decoders.
+the teacher's); and IIC mutual information between the two decoders. ``teacher_norm`` (see
+``EmaTeacherMethod``) picks the statistics the teacher's BatchNorm normalises with.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from sonoseg.ssl.augment import strong_augment, weak_augment
-from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.ema import ema_update, make_ema_copy
+from sonoseg.ssl.base import Batch, StepContext, register_method
+from sonoseg.ssl.ema import EmaTeacherMethod, ema_update, make_ema_copy
 from sonoseg.ssl.losses import (
     confidence_masked_ce,
     confidence_masked_dice,
@@ -31,7 +32,7 @@ from sonoseg.ssl.ramps import consistency_weight
 
 
 @register_method
-class HierarchicalDistillation(Method):
+class HierarchicalDistillation(EmaTeacherMethod):
     name = "hdc"
     DEFAULTS = {
         "ema_decay": 0.99,
@@ -86,7 +87,9 @@ class HierarchicalDistillation(Method):
         strong = strong_augment(weak, generator=context.generator)  # photometric: aligned with the weak view
         if s["input_noise_sigma"] > 0:  # skipped at 0 so that the generator's draws stay as they were
             strong = gaussian_input_noise(strong, s["input_noise_sigma"], s["input_noise_clip"], generator=context.generator)
-        with torch.no_grad():  # the teacher needs its main decoder and encoder features only
+        # the teacher needs its main decoder and encoder features only; with teacher_norm: batch its BatchNorm
+        # normalises the unlabelled batch alone, the student's the labelled and unlabelled images together
+        with torch.no_grad(), self.teacher_normalisation("teacher"):
             teacher_features = self.run("teacher", weak, route="encode")
             teacher_logits = self.run("teacher", self.run("teacher", teacher_features, route="decode"), route="head")
             teacher_probs = torch.softmax(teacher_logits.float(), 1)

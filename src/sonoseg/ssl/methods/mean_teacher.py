@@ -1,33 +1,25 @@
 """Mean teacher: MSE between the student's and the EMA teacher's softmax on unlabelled images; the
-teacher's input gets clipped Gaussian noise, in units of each image's std (DESIGN.md §4). The teacher's
-BatchNorm uses its running statistics (``teacher_norm: running``) or, like the student's, each batch's own
-(``batch``)."""
+teacher's input gets clipped Gaussian noise, in units of each image's std (DESIGN.md §4). ``teacher_norm``
+(see ``EmaTeacherMethod``) picks the statistics the teacher's BatchNorm normalises with."""
 
 from __future__ import annotations
-
-from contextlib import nullcontext
 
 import torch
 from torch import Tensor, nn
 
-from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.ema import batch_statistics, ema_update, make_ema_copy
+from sonoseg.ssl.base import Batch, StepContext, register_method
+from sonoseg.ssl.ema import EmaTeacherMethod, ema_update, make_ema_copy
 from sonoseg.ssl.losses import softmax_mse
 from sonoseg.ssl.noise import gaussian_input_noise
 from sonoseg.ssl.ramps import consistency_weight
 
 
 @register_method
-class MeanTeacher(Method):
+class MeanTeacher(EmaTeacherMethod):
     name = "mean_teacher"
-    DEFAULTS = {"ema_decay": 0.99, "consistency": 0.1, "rampup_fraction": 0.4, "noise_sigma": 0.1, "noise_clip": 0.2,
-                "teacher_norm": "running"}  # fmt: skip
-    TEACHER_NORMS = ("running", "batch")
+    DEFAULTS = {"ema_decay": 0.99, "consistency": 0.1, "rampup_fraction": 0.4, "noise_sigma": 0.1, "noise_clip": 0.2}
 
     def build_networks(self) -> dict[str, nn.Module]:
-        if self.settings["teacher_norm"] not in self.TEACHER_NORMS:
-            raise ValueError(f"training.mean_teacher.teacher_norm is {self.settings['teacher_norm']!r}: "
-                             f"expected one of {', '.join(self.TEACHER_NORMS)}")  # fmt: skip
         student = self.network()
         return {"student": student, "teacher": make_ema_copy(student)}
 
@@ -37,8 +29,7 @@ class MeanTeacher(Method):
         if unlabelled is None:
             return {"total": sup, "sup": sup}
         noisy = gaussian_input_noise(unlabelled.images, s["noise_sigma"], s["noise_clip"], generator=context.generator)
-        norm = batch_statistics(self.inner("teacher")) if s["teacher_norm"] == "batch" else nullcontext()
-        with torch.no_grad(), norm:
+        with torch.no_grad(), self.teacher_normalisation("teacher"):
             teacher_logits = self.run("teacher", noisy)
         consistency = softmax_mse(self.run("student", unlabelled.images), teacher_logits)
         weight = consistency_weight(context.iteration, s["consistency"], s["rampup_fraction"] * context.total_iterations)

@@ -1,7 +1,8 @@
 """SimCVD adapted to 2D (DESIGN.md §4): an EMA mean teacher whose networks add a signed-distance-map
 head. The boundary-aware input (image + predicted SDM) is projected into pooled-patch embeddings;
 losses are symmetric InfoNCE between teacher and student patches, pair-wise similarity distillation
-on encoder features, MSE consistency, and the SDM regression on labelled images."""
+on encoder features, MSE consistency, and the SDM regression on labelled images. ``teacher_norm`` (see
+``EmaTeacherMethod``) picks the statistics the teacher's BatchNorm normalises with."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.ema import ema_update, make_ema_copy
+from sonoseg.ssl.base import Batch, StepContext, register_method
+from sonoseg.ssl.ema import EmaTeacherMethod, ema_update, make_ema_copy
 from sonoseg.ssl.losses import (
     info_nce,
     pairwise_similarity_distillation,
@@ -23,7 +24,7 @@ from sonoseg.ssl.ramps import consistency_weight
 
 
 @register_method
-class SimCVD(Method):
+class SimCVD(EmaTeacherMethod):
     name = "simcvd"
     DEFAULTS = {
         "ema_decay": 0.99,
@@ -76,7 +77,7 @@ class SimCVD(Method):
             images = torch.cat([labelled.images, unlabelled.images])
             student_logits, student_patches, student_features = self._embed("student", "projector", images)
             noisy = gaussian_input_noise(images, s["noise_sigma"], s["noise_clip"], generator=context.generator)
-            with torch.no_grad():
+            with torch.no_grad(), self.teacher_normalisation("teacher"):
                 teacher_logits, teacher_patches, teacher_features = self._embed("teacher", "teacher_projector", noisy)
             terms["contrastive"] = info_nce(student_patches, teacher_patches, s["nce_temperature"])
             terms["distill"] = pairwise_similarity_distillation(student_features, teacher_features)
