@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sonoseg.ssl.ema import batch_norms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from noise_response import checkpoint_networks, measure  # noqa: E402  (scripts beside this one, not a package)
@@ -40,10 +41,6 @@ from teacher_probe import load_work, val_tensors  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.norm_check")
-
-
-def batch_norms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from sonoseg.ssl.base import Batch, StepContext, build_method
-from sonoseg.ssl.ema import batch_statistics, ema_alpha, ema_update, make_ema_copy
+from sonoseg.ssl.ema import batch_norms, batch_statistics, ema_alpha, ema_update, make_ema_copy
 from sonoseg.ssl.ramps import consistency_weight, cosine_lr, poly_lr, sigmoid_rampup
 
 
@@ -122,7 +122,7 @@ def test_teacher_norm_sets_how_each_ema_teacher_normalises(name: str) -> None:
         method = build_method(name, {"teacher_norm": norm}, {"name": "unet_small"}, 3)
         method.train()
         teacher = method.inner("teacher")
-        norms = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+        norms = batch_norms(teacher)
         modes: list[bool] = []
         for m in norms:
             m.register_forward_pre_hook(lambda module, _: modes.append(module.training))

@@ -12,7 +12,7 @@ from torch import nn
 
 from sonoseg.ssl.base import Method
 
-__all__ = ["EmaTeacherMethod", "batch_statistics", "ema_alpha", "ema_update", "make_ema_copy"]
+__all__ = ["EmaTeacherMethod", "batch_norms", "batch_statistics", "ema_alpha", "ema_update", "make_ema_copy"]
 
 
 def ema_alpha(step: int, decay: float) -> float:
@@ -95,6 +95,11 @@ def make_ema_copy(module: nn.Module) -> nn.Module:
     return teacher
 
 
+def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``module``, in module order."""
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 @contextmanager
 def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``module``'s BatchNorm layers normalise with each batch's own statistics, as the
@@ -109,7 +114,7 @@ def batch_statistics(module: nn.Module) -> Iterator[nn.Module]:
     Args:
         module: the network, usually an EMA teacher in eval mode.
     """
-    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    norms = batch_norms(module)
     saved = [(m.training, m.momentum) for m in norms]
     for m in norms:
         m.train(True)
