@@ -776,6 +776,18 @@ def plan_runs(args: argparse.Namespace, dataset: str, variant: str, tuned: Mappi
     return plan
 
 
+def registry_inputs(work_path: Path, entry: Mapping[str, Any]) -> list[Path]:
+    """The run's reports the registry pipeline reads, once its checkpoint and they are all found in ``work_path``;
+    otherwise RunFailed names every missing file, before anything is copied (a run cached on another machine has none)."""
+    reports = [work_path / "runs" / entry["key"] / name for name in ("training_summary.json", "metrics.json")]
+    missing = [path for path in (*reports, work_path / entry["training"]["best_checkpoint"]) if not path.is_file()]
+    if missing:
+        raise RunFailed(f"--register-best chose {entry['key']} (best val Dice {entry['training']['best_val_dice']:.4f}), "
+                        f"but {', '.join(map(str, missing))} {'is' if len(missing) == 1 else 'are'} not here; "
+                        f"re-run it into a scratch cache (--results-dir) on this machine, then register again")  # fmt: skip
+    return reports
+
+
 def register_best(args: argparse.Namespace, variant: str, tuned: Mapping[str, Any], cache: Path) -> None:
     """Copy the chosen run's reports back into the psfhs work directory and run the registry pipeline there."""
     import mlflow
@@ -789,12 +801,9 @@ def register_best(args: argparse.Namespace, variant: str, tuned: Mapping[str, An
     work = Workdir(args.workdir / REGISTER["dataset"], REGISTER["dataset"], args.tracking_uri)
     with work.locked():
         work.refresh()
-        source = work.path / "runs" / best["key"]
-        for name in ("training_summary.json", "metrics.json"):
-            shutil.copy2(source / name, work.reporting / name)
-        checkpoint = work.path / best["training"]["best_checkpoint"]
-        if not checkpoint.is_file():
-            raise RunFailed(f"--register-best: {checkpoint} is gone; re-run {best['key']}")
+        reports = registry_inputs(work.path, best)
+        for report in reports:
+            shutil.copy2(report, work.reporting / report.name)
         logger.info("Registering %s (val Dice %.4f, test Dice %.4f)", best["key"], best["training"]["best_val_dice"],
                     best["metrics"]["dice_mean"])  # fmt: skip
         work.kedro("registry", {"splitting.label_ratio": REGISTER["label_ratio"]}, f"registry_{best['key']}")

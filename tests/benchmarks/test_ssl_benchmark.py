@@ -212,3 +212,22 @@ def test_host_facts_read_the_cpu_model_and_boot_id_and_tolerate_their_absence(be
     assert (facts["cpu"], facts["boot_id"]) == ("AMD EPYC 9654", "1b2c") and facts["logical_cpus"] >= 1
     bare = bench.host_facts(tmp_path / "absent")  # not Linux: no /proc
     assert bare["boot_id"] is None and bare["logical_cpus"] >= 1
+
+
+def test_registry_inputs_name_every_missing_file_and_return_the_reports_when_all_are_there(bench, tmp_path):
+    run = {**entry("hdc", 1, 0.92), "key": "psfhs_0.05_hdc_seed1"}
+    run["training"]["best_checkpoint"] = "data/06_models/hdc/best.pt"
+    with pytest.raises(bench.RunFailed) as error:
+        bench.registry_inputs(tmp_path, run)
+    message = str(error.value)
+    assert "psfhs_0.05_hdc_seed1 (best val Dice 0.9200)" in message
+    for name in ("training_summary.json", "metrics.json", "best.pt"):
+        assert name in message
+    reports = [tmp_path / "runs" / "psfhs_0.05_hdc_seed1" / name for name in ("training_summary.json", "metrics.json")]
+    for path in (*reports, tmp_path / "data/06_models/hdc/best.pt"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    assert bench.registry_inputs(tmp_path, run) == reports
+    (tmp_path / "data/06_models/hdc/best.pt").unlink()
+    with pytest.raises(bench.RunFailed, match=r"best\.pt is not here"):
+        bench.registry_inputs(tmp_path, run)
