@@ -725,8 +725,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="a training/evaluation parameter for these runs, e.g. training.hdc.pix_average=class; "
                              "the runs get their own cache entries and table rows")  # fmt: skip
     parser.add_argument("--aggregate-only", action="store_true")
-    parser.add_argument("--register-best", action="store_true",
-                        help="register the hdc run of psfhs 0.05 with the best val Dice through the registry pipeline")  # fmt: skip
+    parser.add_argument("--register-best", nargs="?", const="", metavar="SETTING",
+                        help="register the hdc run of psfhs 0.05 with the best val Dice through the registry pipeline, among "
+                             "the runs of SETTING, a table row such as 'hdc [pix_dice=1.0]' (or of this command's --set and "
+                             "--tuned for hdc); default: the setting the results JSON selects on val")  # fmt: skip
     args = parser.parse_args(argv)
     known = set(METHODS) | {"fully_supervised"}
     for name, values, allowed in (("dataset", args.dataset, set(DATASETS)), ("methods", args.methods, known)):
@@ -788,15 +790,37 @@ def registry_inputs(work_path: Path, entry: Mapping[str, Any]) -> list[Path]:
     return reports
 
 
+def named_setting(register_best: str, tuned: bool, overrides: Mapping[str, str]) -> str | None:
+    """The setting a ``--register-best`` command names, by its SETTING or by its ``--set``/``--tuned`` for the
+    registered method; None leaves the choice to val. RunFailed when the two name different settings."""
+    by_options = method_label({"method": REGISTER["method"], "tuned": tuned, "overrides": overrides}) if tuned or overrides else None
+    if register_best and by_options and register_best != by_options:
+        raise RunFailed(f"--register-best names {register_best!r} but --set/--tuned name {by_options!r}; name one of them")
+    return register_best or by_options
+
+
+def registry_runs(entries: Sequence[Mapping[str, Any]], variant: str, setting: str | None) -> tuple[str, list[Mapping[str, Any]]]:
+    """The setting to register from (``setting``, a table row label, or else the one the results JSON selects on val)
+    and its cached runs of the registered dataset, ratio and method; RunFailed lists the cached settings when it has none."""
+    group = (REGISTER["dataset"], ratio_key(REGISTER["label_ratio"]), variant)
+    runs = [e for e in entries if e["method"] == REGISTER["method"] and (e["dataset"], ratio_key(e["label_ratio"]), e["variant"]) == group]
+    if setting is None and runs:
+        setting = per_method(aggregate(runs)[group])[REGISTER["method"]]["settings"]
+    chosen = [e for e in runs if method_label(e) == setting]
+    if not chosen:
+        cached = sorted({method_label(e) for e in runs})
+        raise RunFailed(f"--register-best: no cached run of {setting or REGISTER['method']!r} at {' '.join(group)}; "
+                        f"cached settings: {cached or 'none'}")  # fmt: skip
+    return setting, chosen
+
+
 def register_best(args: argparse.Namespace, variant: str, tuned: Mapping[str, Any], cache: Path) -> None:
     """Copy the chosen run's reports back into the psfhs work directory and run the registry pipeline there."""
     import mlflow
 
-    candidates = [e for e in load_entries(cache) if e["dataset"] == REGISTER["dataset"] and e["method"] == REGISTER["method"]
-                  and ratio_key(e["label_ratio"]) == ratio_key(REGISTER["label_ratio"]) and e["variant"] == variant
-                  and bool(e.get("tuned")) == (REGISTER["method"] in tuned) and (e.get("overrides") or {}) == overrides_for(REGISTER["method"], args.overrides)]  # fmt: skip
-    if not candidates:
-        raise RunFailed(f"--register-best: no cached {REGISTER} run of variant {variant}")
+    named = named_setting(args.register_best, REGISTER["method"] in tuned, overrides_for(REGISTER["method"], args.overrides))
+    setting, candidates = registry_runs(load_entries(cache), variant, named)
+    logger.info("--register-best: setting %r, %s", setting, "as named" if named else "selected on val by the results JSON")
     best = max(candidates, key=lambda e: e["training"]["best_val_dice"])  # chosen on val, never on test
     work = Workdir(args.workdir / REGISTER["dataset"], REGISTER["dataset"], args.tracking_uri)
     with work.locked():
@@ -812,7 +836,9 @@ def register_best(args: argparse.Namespace, variant: str, tuned: Mapping[str, An
     tags = {k: version.tags.get(k) for k in ("dataset", "method", "label_ratio")}
     logger.info("Registered %s v%s: tags %s; gate: %s (%s)", promotion["model_name"], promotion["challenger_version"], tags,
                 promotion["decision"], promotion["reason"])  # fmt: skip
-    write_json(args.results_dir / "ssl_benchmark_registered.json", {"run": best["key"], "tags": tags, "promotion": promotion})
+    write_json(args.results_dir / "ssl_benchmark_registered.json",
+               {"run": best["key"], "setting": setting, "setting_chosen": "named" if named else "on val", "tags": tags,
+                "promotion": promotion})  # fmt: skip
 
 
 def run_dataset(
@@ -884,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ensure_experiment(args.tracking_uri)
                 failures += run_dataset(args, work, data, plan, params=params, variant=variant, tuned=tuned, cache=cache,
                                         commit=commit, dirty=dirty, command=command)  # fmt: skip
-    if args.register_best:  # also with --aggregate-only: it needs only the cache and the work directory
+    if args.register_best is not None:  # also with --aggregate-only: it needs only the cache and the work directory
         try:
             register_best(args, variant, tuned, cache)
         except RunFailed as error:

@@ -231,3 +231,31 @@ def test_registry_inputs_name_every_missing_file_and_return_the_reports_when_all
     (tmp_path / "data/06_models/hdc/best.pt").unlink()
     with pytest.raises(bench.RunFailed, match=r"best\.pt is not here"):
         bench.registry_inputs(tmp_path, run)
+
+
+def test_register_best_takes_the_setting_val_selects_unless_the_command_names_one(bench):
+    dice_term = {"overrides": {"training.hdc.pix_dice": "1.0"}}
+    plain = [entry("hdc", s, d) for s, d in [(0, 0.95), (1, 0.94)]]  # the best val seeds, but too few to compete
+    selected = [entry("hdc", s, d) | dice_term for s, d in [(0, 0.90), (1, 0.93), (2, 0.91)]]
+    elsewhere = [entry("hdc", 3, 0.99, ratio=0.01) | dice_term, entry("hdc", 3, 0.99, variant="gpu-20000it") | dice_term]
+    entries = [entry("supervised", 0, 0.97), *plain, *selected, *elsewhere]
+
+    setting, runs = bench.registry_runs(entries, "cpu-4000it", None)
+    assert setting == "hdc [pix_dice=1.0]" and sorted(r["seed"] for r in runs) == [0, 1, 2]
+    setting, runs = bench.registry_runs(entries, "cpu-4000it", "hdc")
+    assert setting == "hdc" and sorted(r["seed"] for r in runs) == [0, 1]
+    with pytest.raises(bench.RunFailed, match=r"no cached run of 'hdc \[pix_dice=0\]' at psfhs 0\.05 cpu-4000it; "
+                                              r"cached settings: \['hdc', 'hdc \[pix_dice=1\.0\]'\]"):
+        bench.registry_runs(entries, "cpu-4000it", "hdc [pix_dice=0]")
+    with pytest.raises(bench.RunFailed, match="cached settings: none"):
+        bench.registry_runs(elsewhere, "cpu-4000it", None)
+
+    assert bench.parse_args([]).register_best is None
+    assert bench.parse_args(["--register-best"]).register_best == ""
+    assert bench.named_setting("", False, {}) is None  # left to val
+    assert bench.named_setting("hdc", False, {}) == "hdc"
+    assert bench.named_setting("", False, {"training.hdc.pix_dice": "1.0"}) == "hdc [pix_dice=1.0]"
+    assert bench.named_setting("", True, {}) == "hdc+tuned"
+    assert bench.named_setting("hdc [pix_dice=1.0]", False, {"training.hdc.pix_dice": "1.0"}) == "hdc [pix_dice=1.0]"
+    with pytest.raises(bench.RunFailed, match=r"names 'hdc' but --set/--tuned name 'hdc \[pix_dice=1\.0\]'"):
+        bench.named_setting("hdc", False, {"training.hdc.pix_dice": "1.0"})
