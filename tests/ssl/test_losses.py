@@ -17,6 +17,7 @@ from sonoseg.ssl.losses import (
     iic_mutual_information,
     info_nce,
     pairwise_similarity_distillation,
+    pseudo_label_shares,
     sdm_ground_truth,
     soft_dice_loss,
     softmax_mse,
@@ -264,6 +265,15 @@ def test_confidence_masked_ce_is_zero_not_nan_when_nothing_passes() -> None:
         assert loss.item() == 0.0 and fraction.item() == 0.0 and not torch.isnan(loss)
         loss.backward()
         assert torch.all(logits.grad == 0)
+
+
+def test_pseudo_label_shares_count_confident_pixels_per_class_by_hand() -> None:
+    # pixel 1: confident background; 2: class 1 but not confident; 3: confident class 2; 4: confident class 1
+    teacher = maps((0.96, 0.02, 0.02), (0.1, 0.85, 0.05), (0.01, 0.01, 0.98), (0.02, 0.97, 0.01)).requires_grad_()
+    shares = pseudo_label_shares(teacher, threshold=0.95)
+    assert {k: v.item() for k, v in shares.items()} == {"confident_share": 0.75, "pseudo_class1_share": 0.25, "pseudo_class2_share": 0.25}
+    assert not any(v.requires_grad for v in shares.values())
+    assert pseudo_label_shares(teacher, threshold=0.5)["pseudo_class1_share"].item() == 0.5
 
 
 # ------------------------------------------------------------------ supervised, soft Dice, softmax MSE

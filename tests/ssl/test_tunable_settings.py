@@ -1,12 +1,15 @@
 """Settings added so the tuning search spaces are real: HDC's input noise, VAT perturbation and
-pixel-consistency variants, SimCVD's projection dropout, and FixMatch's pseudo-label Dice."""
+pixel-consistency variants, SimCVD's projection dropout, and FixMatch's pseudo-label Dice; and the
+pseudo-label shares that FixMatch and HDC log beside their losses, with which those settings are judged."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from sonoseg.models import DualDecoderNet
 from sonoseg.ssl.base import Batch, StepContext, build_method
+from sonoseg.ssl.methods import fixmatch as fixmatch_module
 from sonoseg.ssl.methods import hdc as hdc_module
 from sonoseg.ssl.noise import make_perturbation
 
@@ -113,3 +116,17 @@ def test_fixmatch_dice_weight_adds_a_masked_dice_to_every_pseudo_label_term():
     assert with_dice["total"] - ce_only["total"] > 0
     nothing_confident = method_losses("fixmatch", {"threshold": 1.01})
     assert nothing_confident["strong"] == 0 and nothing_confident["feature_dropout"] == 0
+
+
+@pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])
+def test_pseudo_label_methods_report_what_their_pseudo_labels_teach(name, module, monkeypatch):
+    everything = method_losses(name, {"threshold": 0.0})
+    assert everything["confident_share"] == 1
+    foreground = everything["pseudo_class1_share"] + everything["pseudo_class2_share"]
+    assert 0 <= foreground <= 1
+    nothing = method_losses(name, {"threshold": 1.01})
+    assert nothing["confident_share"] == nothing["pseudo_class1_share"] == nothing["pseudo_class2_share"] == 0
+    # diagnostics only: without them, the loss the trainer backpropagates and every random draw are the same
+    monkeypatch.setattr(module, "pseudo_label_shares", lambda probs, threshold: {})
+    without = method_losses(name, {"threshold": 0.0})
+    assert "confident_share" not in without and torch.equal(without["total"], everything["total"])

@@ -20,6 +20,7 @@ __all__ = [
     "iic_mutual_information",
     "info_nce",
     "pairwise_similarity_distillation",
+    "pseudo_label_shares",
     "sdm_ground_truth",
     "soft_dice_loss",
     "softmax_mse",
@@ -89,6 +90,24 @@ def _confident_argmax(teacher_probs: Tensor, threshold: float) -> tuple[Tensor, 
     """The teacher's detached argmax ``(N, H, W)`` and its float confidence mask ``(N, H, W)`` at ``threshold``."""
     confidence, pseudo = teacher_probs.detach().float().max(dim=1)
     return pseudo, (confidence >= threshold).float()
+
+
+def pseudo_label_shares(teacher_probs: Tensor, threshold: float) -> dict[str, Tensor]:
+    """Diagnostics, not losses: what a confidence-masked pseudo-label loss learns from.
+
+    ``confident_share`` is the share of pixels whose largest probability is ``>= threshold``;
+    ``pseudo_class<c>_share`` is the share of pixels confidently pseudo-labelled as foreground class ``c``
+    (background, class 0, is the rest). Logged over training, a falling class share is self-training
+    shrinking that structure, which a val Dice shows only at the next validation.
+
+    Returns:
+        detached 0-d float32 tensors, named as above.
+    """
+    pseudo, mask = _confident_argmax(teacher_probs, threshold)
+    shares = {"confident_share": mask.mean()}
+    for c in range(1, teacher_probs.shape[1]):
+        shares[f"pseudo_class{c}_share"] = (mask * (pseudo == c)).mean()
+    return shares
 
 
 def confidence_masked_ce(

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice
+from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice, pseudo_label_shares
 
 
 @register_method
@@ -31,7 +31,7 @@ class FixMatch(Method):
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
         with torch.no_grad():
             pseudo = torch.softmax(self.run("student", weak), 1)
-        terms: dict[str, Tensor] = {}
+        terms: dict[str, Tensor] = pseudo_label_shares(pseudo, s["threshold"])
         strong = [
             self._pseudo_label_loss(self.run("student", strong_augment(weak, generator=context.generator)), pseudo)
             for _ in range(s["strong_views"])

@@ -25,6 +25,7 @@ from sonoseg.ssl.losses import (
     confidence_masked_dice,
     correlation_guidance_kl,
     iic_mutual_information,
+    pseudo_label_shares,
     supervised_loss,
 )
 from sonoseg.ssl.noise import gaussian_input_noise, make_perturbation
@@ -107,7 +108,8 @@ class HierarchicalDistillation(EmaTeacherMethod):
         mi = iic_mutual_information(torch.softmax(main.float(), 1), torch.softmax(noisy.float(), 1))
         weight = consistency_weight(context.iteration, s["w_max"], s["rampup_fraction"] * context.total_iterations)
         unsup = s["lambda_pix"] * pix + s["lambda_cg"] * cg + s["lambda_mi"] * mi
-        return {"total": sup + weight * unsup, "sup": sup, "pix": pix, "cg": cg, "mi": mi}
+        shares = pseudo_label_shares(teacher_probs, s["threshold"])
+        return {"total": sup + weight * unsup, "sup": sup, "pix": pix, "cg": cg, "mi": mi, **shares}
 
     def after_step(self, context: StepContext) -> None:
         decay = self.settings["ema_decay"]
