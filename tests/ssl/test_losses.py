@@ -258,6 +258,28 @@ def test_confidence_masked_dice_scores_confident_pixels_only_by_hand() -> None:
     assert confidence_masked_dice(perfect, teacher, 0.8).item() == pytest.approx(0.0, abs=1e-5)
 
 
+def test_confidence_masked_dice_only_confident_classes_leaves_out_a_class_with_no_confident_pixel() -> None:
+    # 3 classes; the teacher is confident on pixels 1 (background) and 2 (class 1), never on class 2
+    teacher = maps((0.9, 0.05, 0.05), (0.05, 0.9, 0.05), (0.2, 0.2, 0.6))
+    logits = torch.zeros(1, 3, 1, 3, requires_grad=True)  # the student: 1/3 per class everywhere
+    counted = confidence_masked_dice(logits, teacher, threshold=0.8)
+    only = confidence_masked_dice(logits, teacher, threshold=0.8, only_confident_classes=True)
+    # masked student mass per class on the 2 confident pixels: 2/3; each of classes 0 and 1 has 1 target pixel
+    present = 1 - (2 * (1 / 3) + 1e-5) / (2 / 3 + 1 + 1e-5)
+    absent = 1 - 1e-5 / (2 / 3 + 1e-5)  # class 2's empty target: about 1, whatever the student does
+    assert counted.item() == pytest.approx((2 * present + absent) / 3, abs=1e-6)
+    assert only.item() == pytest.approx(present, abs=1e-6)
+    # near 0, the empty target's pull on class 2 grows as 1 / smooth; leaving it out removes it
+    nearly_gone = torch.tensor([[[[0.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]], [[-15.0, -15.0, 0.0]]]], requires_grad=True)
+    confidence_masked_dice(nearly_gone, teacher, 0.8).backward()
+    pull = nearly_gone.grad[0, 2, 0, :2].abs().max().item()
+    nearly_gone.grad = None
+    confidence_masked_dice(nearly_gone, teacher, 0.8, only_confident_classes=True).backward()
+    assert pull > 100 * nearly_gone.grad[0, 2, 0, :2].abs().max().item()
+    nothing = confidence_masked_dice(logits, teacher, threshold=0.99, only_confident_classes=True)
+    assert nothing.item() == 0.0 and nothing.requires_grad
+
+
 def test_confidence_masked_ce_is_zero_not_nan_when_nothing_passes() -> None:
     logits = torch.zeros(1, 2, 1, 2, requires_grad=True)
     for mode in ("all", "confident", "class"):

@@ -118,6 +118,23 @@ def test_fixmatch_dice_weight_adds_a_masked_dice_to_every_pseudo_label_term():
     assert nothing_confident["strong"] == 0 and nothing_confident["feature_dropout"] == 0
 
 
+def test_fixmatch_dice_only_confident_classes_reaches_the_masked_dice(monkeypatch):
+    calls = []
+    original = fixmatch_module.confidence_masked_dice
+
+    def recording(logits, probs, threshold, only_confident_classes=False):
+        calls.append(only_confident_classes)
+        return original(logits, probs, threshold, only_confident_classes)
+
+    monkeypatch.setattr(fixmatch_module, "confidence_masked_dice", recording)
+    default = method_losses("fixmatch", {"threshold": 0.5})
+    assert calls and not any(calls)
+    calls.clear()
+    only = method_losses("fixmatch", {"threshold": 0.5, "dice_only_confident_classes": True})
+    assert calls and all(calls)
+    assert torch.equal(only["sup"], default["sup"]) and not torch.equal(only["strong"], default["strong"])
+
+
 @pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])
 def test_pseudo_label_methods_report_what_their_pseudo_labels_teach(name, module, monkeypatch):
     everything = method_losses(name, {"threshold": 0.0})

@@ -52,10 +52,15 @@ def soft_dice_loss(probs: Tensor, target_probs: Tensor, smooth: float = _SMOOTH)
         ValueError: when the shapes differ.
     """
     _check_maps("soft_dice_loss", probs, target_probs)
+    return _soft_dice_per_class(probs, target_probs, smooth).mean()
+
+
+def _soft_dice_per_class(probs: Tensor, target_probs: Tensor, smooth: float = _SMOOTH) -> Tensor:
+    """``(N, C)``: the soft Dice loss of each sample and class (see :func:`soft_dice_loss`)."""
     p, q = probs.float().flatten(2), target_probs.float().flatten(2)
     intersection = (p * q).sum(-1)
     denominator = p.sum(-1) + q.sum(-1)
-    return (1.0 - (2.0 * intersection + smooth) / (denominator + smooth)).mean()
+    return 1.0 - (2.0 * intersection + smooth) / (denominator + smooth)
 
 
 def supervised_loss(logits: Tensor, target: Tensor) -> Tensor:
@@ -151,7 +156,9 @@ def confidence_masked_ce(
     return loss, mask.mean().detach()
 
 
-def confidence_masked_dice(logits: Tensor, teacher_probs: Tensor, threshold: float) -> Tensor:
+def confidence_masked_dice(
+    logits: Tensor, teacher_probs: Tensor, threshold: float, only_confident_classes: bool = False
+) -> Tensor:
     """Soft Dice of the student against the teacher's one-hot argmax, on the confident pixels only.
 
     Both maps are zeroed where the teacher's largest probability is below ``threshold``, then
@@ -159,10 +166,19 @@ def confidence_masked_dice(logits: Tensor, teacher_probs: Tensor, threshold: flo
     its own size, so a pseudo-label loss with it neither shrinks a small structure into the background
     nor lets a large one spread. The teacher is detached.
 
+    A class with no confident pixel in a sample has an empty target there, and its Dice loss,
+    ``1 - smooth / (Σp + smooth)``, pulls the student's probability of that class on the sample's
+    confident pixels towards 0 with a gradient of up to ``1 / smooth``. A class the teacher is never
+    confident about is then held below ``threshold`` and never becomes a pseudo label (FixMatch on PSFHS:
+    one class capped at about 0.75 for the whole run). ``only_confident_classes`` leaves those
+    (sample, class) pairs out of the mean: there, unconfident means unknown, not absent.
+
     Args:
         logits: ``(N, C, H, W)`` student logits.
         teacher_probs: ``(N, C, H, W)`` teacher probabilities.
         threshold: the confidence threshold τ.
+        only_confident_classes: the mean over the (sample, class) pairs with a confident pixel only;
+            exactly 0, and still part of the graph, when no pixel is confident.
 
     Raises:
         ValueError: when the shapes differ.
@@ -170,8 +186,15 @@ def confidence_masked_dice(logits: Tensor, teacher_probs: Tensor, threshold: flo
     _check_maps("confidence_masked_dice", logits, teacher_probs)
     pseudo, mask = _confident_argmax(teacher_probs, threshold)
     mask = mask.unsqueeze(1)
-    target = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float()
-    return soft_dice_loss(torch.softmax(logits.float(), dim=1) * mask, target * mask)
+    target = F.one_hot(pseudo, logits.shape[1]).movedim(-1, 1).float() * mask
+    probs = torch.softmax(logits.float(), dim=1) * mask
+    if not only_confident_classes:
+        return soft_dice_loss(probs, target)
+    per_class = _soft_dice_per_class(probs, target)
+    present = target.flatten(2).sum(-1) > 0
+    if not present.any():
+        return probs.sum() * 0.0
+    return per_class[present].mean()
 
 
 def correlation_guidance_kl(

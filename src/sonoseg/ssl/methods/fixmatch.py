@@ -18,7 +18,14 @@ from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice, pse
 class FixMatch(Method):
     name = "fixmatch"
     # strong_views 1 and feature_dropout 0 is FixMatch; 2 and 0.5 is UniMatch.
-    DEFAULTS = {"threshold": 0.95, "unsup_weight": 1.0, "strong_views": 2, "feature_dropout": 0.5, "dice_weight": 1.0}
+    DEFAULTS = {
+        "threshold": 0.95,
+        "unsup_weight": 1.0,
+        "strong_views": 2,
+        "feature_dropout": 0.5,
+        "dice_weight": 1.0,
+        "dice_only_confident_classes": False,
+    }
 
     def build_networks(self) -> dict[str, nn.Module]:
         return {"student": self.network()}
@@ -48,8 +55,9 @@ class FixMatch(Method):
 
     def _pseudo_label_loss(self, logits: Tensor, pseudo: Tensor) -> Tensor:
         """Confidence-masked CE, plus ``dice_weight`` times the confidence-masked soft Dice, against ``pseudo``."""
-        threshold, dice_weight = self.settings["threshold"], self.settings["dice_weight"]
-        loss = confidence_masked_ce(logits, pseudo, threshold)[0]
-        if dice_weight > 0:
-            loss = loss + dice_weight * confidence_masked_dice(logits, pseudo, threshold)
+        s = self.settings
+        loss = confidence_masked_ce(logits, pseudo, s["threshold"])[0]
+        if s["dice_weight"] > 0:
+            dice = confidence_masked_dice(logits, pseudo, s["threshold"], s["dice_only_confident_classes"])
+            loss = loss + s["dice_weight"] * dice
         return loss
