@@ -168,10 +168,9 @@ def confidence_masked_dice(
 
     A class with no confident pixel in a sample has an empty target there, and its Dice loss,
     ``1 - smooth / (Σp + smooth)``, pulls the student's probability of that class on the sample's
-    confident pixels towards 0 with a gradient of up to ``1 / smooth``. A class the teacher is never
-    confident about is then held below ``threshold`` and never becomes a pseudo label (FixMatch on PSFHS:
-    one class capped at about 0.75 for the whole run). ``only_confident_classes`` leaves those
-    (sample, class) pairs out of the mean: there, unconfident means unknown, not absent.
+    confident pixels towards 0 with a gradient of up to ``1 / smooth``, although the teacher only
+    failed to be sure of it. ``only_confident_classes`` leaves those (sample, class) pairs out of the
+    mean: there, unconfident means unknown, not absent.
 
     Args:
         logits: ``(N, C, H, W)`` student logits.
