@@ -4,6 +4,8 @@ pseudo-label shares that FixMatch and HDC log beside their losses, with which th
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -133,6 +135,15 @@ def test_fixmatch_dice_only_confident_classes_reaches_the_masked_dice(monkeypatc
     only = method_losses("fixmatch", {"threshold": 0.5, "dice_only_confident_classes": True})
     assert calls and all(calls)
     assert torch.equal(only["sup"], default["sup"]) and not torch.equal(only["strong"], default["strong"])
+
+
+def test_fixmatch_rampup_scales_the_pseudo_label_terms_and_leaves_them_whole_at_0():
+    # method_losses runs iteration 5 of 10; a ramp over 0.8 of them gives exp(-5 (1 - 5/8)^2)
+    flat, ramped = method_losses("fixmatch", {"threshold": 0.0}), method_losses("fixmatch", {"threshold": 0.0, "rampup_fraction": 0.8})
+    unsup = 0.5 * flat["strong"] + 0.5 * flat["feature_dropout"]
+    assert torch.allclose(flat["total"], flat["sup"] + unsup)
+    assert torch.equal(ramped["strong"], flat["strong"])
+    assert torch.allclose(ramped["total"], flat["sup"] + math.exp(-5 * (1 - 5 / 8) ** 2) * unsup)
 
 
 @pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])

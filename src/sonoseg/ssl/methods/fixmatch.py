@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice, pseudo_label_shares
+from sonoseg.ssl.ramps import consistency_weight
 
 
 @register_method
@@ -25,6 +26,7 @@ class FixMatch(Method):
         "feature_dropout": 0.5,
         "dice_weight": 1.0,
         "dice_only_confident_classes": False,
+        "rampup_fraction": 0.0,
     }
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -51,7 +53,8 @@ class FixMatch(Method):
             logits = self.run("student", self.run("student", dropped, route="decode"), route="head")
             terms["feature_dropout"] = self._pseudo_label_loss(logits, pseudo)
             unsup = 0.5 * unsup + 0.5 * terms["feature_dropout"]
-        return {"total": sup + s["unsup_weight"] * unsup, "sup": sup, **terms}
+        weight = consistency_weight(context.iteration, s["unsup_weight"], s["rampup_fraction"] * context.total_iterations)
+        return {"total": sup + weight * unsup, "sup": sup, **terms}
 
     def _pseudo_label_loss(self, logits: Tensor, pseudo: Tensor) -> Tensor:
         """Confidence-masked CE, plus ``dice_weight`` times the confidence-masked soft Dice, against ``pseudo``."""
