@@ -8,7 +8,7 @@ It reads the first ``--images`` images of ``--split`` from the split and the sto
 left in ``benchmarks/work/<dataset>/``, and runs each checkpoint's deployed network on them as evaluation does
 (eval mode, at its input size). For each predicted class: its share of the pixels, the median and the largest
 top probability on them, the share of them at or above ``--threshold`` (what FixMatch and HDC may pseudo-label),
-the mean absolute input of the 1×1 output head on them, and the head's bias for the class. A class whose head
+the mean absolute input of the 1×1 output head on them, and the head's bias for the class with its softmax. A class whose head
 input is near 0 gets the bias as its logits, so its top probability cannot pass softmax(bias)'s.
 """
 
@@ -46,7 +46,7 @@ def split_images(work: Path, split: str, count: int, predictor: Predictor) -> to
 @torch.no_grad()
 def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
     """Per predicted class: pixel share, median and largest top probability, share at ``threshold`` or above,
-    mean absolute head input and head bias (those two None when the network has no ``head`` convolution)."""
+    mean absolute head input, head bias and its softmax (those three None when the network has no ``head`` convolution)."""
     network.eval()
     head = getattr(network, "head", None)
     captured: dict[str, torch.Tensor] = {}
@@ -59,6 +59,7 @@ def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: 
     top, label = probs.max(1)
     head_input = captured["x"].float().abs().mean(1) if "x" in captured else None
     bias = getattr(head, "bias", None)
+    bias_softmax = torch.softmax(bias.float(), 0) if bias is not None else None
     rows = []
     for c in range(probs.shape[1]):
         chosen = label == c
@@ -71,6 +72,7 @@ def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: 
             "share_at_threshold": float((top[chosen] >= threshold).float().mean()) if found else None,
             "mean_abs_head_input": float(head_input[chosen].mean()) if found and head_input is not None else None,
             "head_bias": float(bias[c]) if bias is not None else None,
+            "softmax_of_bias": float(bias_softmax[c]) if bias is not None else None,
         })  # fmt: skip
     return rows
 
@@ -82,13 +84,13 @@ def markdown(command: str, threshold: float, results: Sequence[dict[str, Any]], 
     lines = [
         "# Confidence probe", "", f"`{command}`", "",
         "Per class predicted on the images; top p is the largest class probability of a pixel.", "",
-        f"| checkpoint | class | pixel share | median top p | max top p | share ≥ {threshold} | mean abs head input | head bias |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| checkpoint | class | pixel share | median top p | max top p | share ≥ {threshold} | mean abs head input | head bias | softmax(bias) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for result in results:
         for row in result["classes"]:
             name = classes.get(str(row["class"]), str(row["class"]))
-            values = [row[k] for k in ("pixel_share", "median_top_probability", "max_top_probability", "share_at_threshold", "mean_abs_head_input", "head_bias")]
+            values = [row[k] for k in ("pixel_share", "median_top_probability", "max_top_probability", "share_at_threshold", "mean_abs_head_input", "head_bias", "softmax_of_bias")]
             lines.append(f"| {result['checkpoint']} | {name} | " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,7 @@ def test_class_confidence_by_hand_a_class_with_no_head_input_is_capped_at_softma
     assert background["share_at_threshold"] == 1.0 and background["mean_abs_head_input"] == 2.5
     assert second["max_top_probability"] == pytest.approx(0.6) and second["share_at_threshold"] == 0.0
     assert second["mean_abs_head_input"] == 0.0 and second["head_bias"] == pytest.approx(math.log(3.0))
+    assert second["softmax_of_bias"] == pytest.approx(0.6) and first["softmax_of_bias"] == pytest.approx(0.2)
     assert first["pixel_share"] == 0.0 and first["max_top_probability"] is None and first["head_bias"] == 0.0
 
 
