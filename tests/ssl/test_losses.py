@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from sonoseg.ssl.losses import (
+    class_ceiling_thresholds,
     confidence_masked_ce,
     confidence_masked_dice,
     correlation_guidance_kl,
@@ -341,3 +342,24 @@ def test_softmax_mse_by_hand_and_detaches_teacher() -> None:
     assert loss.item() == pytest.approx(1 / 16, abs=1e-7)  # both entries differ by 1/4
     loss.backward()
     assert a.grad is not None and b.grad is None
+
+
+def test_class_ceiling_thresholds_scale_each_class_by_its_top_confidence_by_hand() -> None:
+    # background tops at 0.99; class 1 is never more sure than 0.72 (a capped class); class 2 is nowhere
+    teacher = maps((0.99, 0.005, 0.005), (0.9, 0.05, 0.05), (0.2, 0.72, 0.08), (0.2, 0.7, 0.1)).requires_grad_()
+    thresholds = class_ceiling_thresholds(teacher, 0.95)
+    assert thresholds.tolist() == pytest.approx([0.95 * 0.99, 0.95 * 0.72, 0.95])
+    assert not thresholds.requires_grad
+    # a fixed 0.95 teaches nothing of class 1; scaled, both its pixels pass, and background's 0.9 does not
+    assert pseudo_label_shares(teacher, 0.95)["pseudo_class1_share"].item() == 0.0
+    shares = pseudo_label_shares(teacher, thresholds)
+    assert shares["confident_share"].item() == 0.75 and shares["pseudo_class1_share"].item() == 0.5
+    logits = torch.zeros(1, 3, 1, 4)
+    loss, fraction = confidence_masked_ce(logits, teacher, thresholds, average_over="confident")
+    assert fraction.item() == 0.75 and loss.item() == pytest.approx(math.log(3), abs=1e-6)
+    # the Dice masks the same three pixels: the background target is pixel 1, class 1's pixels 3 and 4
+    masked = teacher.detach().clone()
+    masked[..., 1] = 0.0
+    assert confidence_masked_dice(logits, teacher, thresholds).item() == pytest.approx(
+        confidence_masked_dice(logits, masked, 0.5).item(), abs=1e-6
+    )

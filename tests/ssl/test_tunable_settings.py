@@ -146,6 +146,17 @@ def test_fixmatch_rampup_scales_the_pseudo_label_terms_and_leaves_them_whole_at_
     assert torch.allclose(ramped["total"], flat["sup"] + math.exp(-5 * (1 - 5 / 8) ** 2) * unsup)
 
 
+def test_fixmatch_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure():
+    # an untrained network is nowhere near 0.95 sure, so the fixed threshold teaches nothing
+    fixed = method_losses("fixmatch", {})
+    assert fixed["confident_share"] == 0 and fixed["strong"] == 0 and "threshold_class1" not in fixed
+    scaled = method_losses("fixmatch", {"class_ceiling_threshold": True})
+    assert torch.equal(scaled["sup"], fixed["sup"])
+    assert 0 < scaled["confident_share"] < 1 and scaled["strong"] > 0 and scaled["feature_dropout"] > 0
+    for c in (1, 2):
+        assert 0 < scaled[f"threshold_class{c}"] < 0.95
+
+
 @pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])
 def test_pseudo_label_methods_report_what_their_pseudo_labels_teach(name, module, monkeypatch):
     everything = method_losses(name, {"threshold": 0.0})

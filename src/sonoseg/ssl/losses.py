@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "class_ceiling_thresholds",
     "confidence_masked_ce",
     "confidence_masked_dice",
     "correlation_guidance_kl",
@@ -91,16 +92,44 @@ def supervised_loss(logits: Tensor, target: Tensor) -> Tensor:
     return 0.5 * (ce + dice)
 
 
-def _confident_argmax(teacher_probs: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
-    """The teacher's detached argmax ``(N, H, W)`` and its float confidence mask ``(N, H, W)`` at ``threshold``."""
+def _confident_argmax(teacher_probs: Tensor, threshold: float | Tensor) -> tuple[Tensor, Tensor]:
+    """The teacher's detached argmax ``(N, H, W)`` and its float confidence mask ``(N, H, W)`` at ``threshold``
+    (one number, or a ``(C,)`` tensor: each pixel against the threshold of its argmax class)."""
     confidence, pseudo = teacher_probs.detach().float().max(dim=1)
+    if isinstance(threshold, Tensor):
+        threshold = threshold.to(confidence.device, torch.float32)[pseudo]
     return pseudo, (confidence >= threshold).float()
 
 
-def pseudo_label_shares(teacher_probs: Tensor, threshold: float) -> dict[str, Tensor]:
+def class_ceiling_thresholds(teacher_probs: Tensor, threshold: float) -> Tensor:
+    """Per-class confidence thresholds: ``threshold`` times each class's ceiling in this batch.
+
+    A class's ceiling is the largest probability the teacher gives it on the pixels it labels as that
+    class, and 1 for a class it labels nowhere. A fixed threshold never pseudo-labels a class whose
+    confidence the network caps below it, e.g. a class its output head codes by the bias alone
+    (docs/benchmarks.md point 39), so self-training never reaches that class. Scaled by the ceiling,
+    the threshold keeps the top of that class; a class that reaches confidence 1 keeps ``threshold``.
+    FreeMatch (Wang et al., ICLR 2023) scales by each class's mean confidence instead; a pixel-class
+    mean is set by the structure's size, so a small one (the pubic symphysis) would get a low bar.
+
+    Args:
+        teacher_probs: ``(N, C, H, W)`` teacher probabilities; detached here.
+        threshold: the confidence threshold τ for a class whose ceiling is 1.
+
+    Returns:
+        a detached ``(C,)`` float32 tensor, for the ``threshold`` of the confidence-masked losses.
+    """
+    confidence, pseudo = teacher_probs.detach().float().max(dim=1)
+    ceiling = torch.ones(teacher_probs.shape[1], device=confidence.device)
+    ceiling = ceiling.scatter_reduce(0, pseudo.flatten(), confidence.flatten(), reduce="amax", include_self=False)
+    return threshold * ceiling
+
+
+def pseudo_label_shares(teacher_probs: Tensor, threshold: float | Tensor) -> dict[str, Tensor]:
     """Diagnostics, not losses: what a confidence-masked pseudo-label loss learns from.
 
-    ``confident_share`` is the share of pixels whose largest probability is ``>= threshold``;
+    ``confident_share`` is the share of pixels whose largest probability is ``>= threshold`` (their argmax
+    class's, for per-class thresholds);
     ``pseudo_class<c>_share`` is the share of pixels confidently pseudo-labelled as foreground class ``c``
     (background, class 0, is the rest). Logged over training, a falling class share is self-training
     shrinking that structure, which a val Dice shows only at the next validation.
@@ -116,7 +145,7 @@ def pseudo_label_shares(teacher_probs: Tensor, threshold: float) -> dict[str, Te
 
 
 def confidence_masked_ce(
-    logits: Tensor, teacher_probs: Tensor, threshold: float, average_over: str = "all"
+    logits: Tensor, teacher_probs: Tensor, threshold: float | Tensor, average_over: str = "all"
 ) -> tuple[Tensor, Tensor]:
     """Cross-entropy against the teacher's argmax on the pixels where the teacher is confident.
 
@@ -125,7 +154,8 @@ def confidence_masked_ce(
     Args:
         logits: ``(N, C, H, W)`` student logits.
         teacher_probs: ``(N, C, H, W)`` teacher probabilities (softmax outputs).
-        threshold: the confidence threshold τ (e.g. 0.95 for FixMatch).
+        threshold: the confidence threshold τ (e.g. 0.95 for FixMatch), or a ``(C,)`` tensor of one per
+            class, which a pixel meets by its argmax class's (:func:`class_ceiling_thresholds`).
         average_over: ``all`` (default) divides the masked sum by every pixel, as FixMatch and UniMatch
             do, so the loss grows with the confident share; ``confident`` divides by the confident pixels
             only (a plain mean over them); ``class`` takes the mean over the confident pixels of each
@@ -157,7 +187,7 @@ def confidence_masked_ce(
 
 
 def confidence_masked_dice(
-    logits: Tensor, teacher_probs: Tensor, threshold: float, only_confident_classes: bool = False
+    logits: Tensor, teacher_probs: Tensor, threshold: float | Tensor, only_confident_classes: bool = False
 ) -> Tensor:
     """Soft Dice of the student against the teacher's one-hot argmax, on the confident pixels only.
 
@@ -175,7 +205,7 @@ def confidence_masked_dice(
     Args:
         logits: ``(N, C, H, W)`` student logits.
         teacher_probs: ``(N, C, H, W)`` teacher probabilities.
-        threshold: the confidence threshold τ.
+        threshold: the confidence threshold τ, or one per class (see :func:`confidence_masked_ce`).
         only_confident_classes: the mean over the (sample, class) pairs with a confident pixel only;
             exactly 0, and still part of the graph, when no pixel is confident.
 

@@ -1,7 +1,9 @@
 """FixMatch, with UniMatch's extras as settings: the weak view's confident predictions are pseudo
 labels for ``strong_views`` photometric strong views, and (UniMatch) for a feature-dropout view.
 Each view learns them by a confidence-masked CE plus ``dice_weight`` times a confidence-masked soft
-Dice (DESIGN.md §4: "CE/Dice"); with the CE alone, background pixels outweigh the pubic symphysis."""
+Dice (DESIGN.md §4: "CE/Dice"); with the CE alone, background pixels outweigh the pubic symphysis.
+``class_ceiling_threshold`` scales the threshold per class by the class's confidence ceiling in the
+batch, so a class whose confidence the network caps below it is still pseudo-labelled."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from torch import Tensor, nn
 
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
-from sonoseg.ssl.losses import confidence_masked_ce, confidence_masked_dice, pseudo_label_shares
+from sonoseg.ssl.losses import (
+    class_ceiling_thresholds,
+    confidence_masked_ce,
+    confidence_masked_dice,
+    pseudo_label_shares,
+)
 from sonoseg.ssl.ramps import consistency_weight
 
 
@@ -27,6 +34,7 @@ class FixMatch(Method):
         "dice_weight": 1.0,
         "dice_only_confident_classes": False,
         "rampup_fraction": 0.0,
+        "class_ceiling_threshold": False,
     }
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -40,9 +48,16 @@ class FixMatch(Method):
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
         with torch.no_grad():
             pseudo = torch.softmax(self.run("student", weak), 1)
-        terms: dict[str, Tensor] = pseudo_label_shares(pseudo, s["threshold"])
+        threshold: float | Tensor = s["threshold"]
+        if s["class_ceiling_threshold"]:
+            threshold = class_ceiling_thresholds(pseudo, s["threshold"])
+        terms: dict[str, Tensor] = pseudo_label_shares(pseudo, threshold)
+        if s["class_ceiling_threshold"]:
+            terms.update({f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))})
         strong = [
-            self._pseudo_label_loss(self.run("student", strong_augment(weak, generator=context.generator)), pseudo)
+            self._pseudo_label_loss(
+                self.run("student", strong_augment(weak, generator=context.generator)), pseudo, threshold
+            )
             for _ in range(s["strong_views"])
         ]
         unsup = torch.stack(strong).mean()
@@ -51,16 +66,16 @@ class FixMatch(Method):
             features = self.run("student", weak, route="encode")
             dropped = [F.dropout2d(f, p=s["feature_dropout"], training=True) for f in features]
             logits = self.run("student", self.run("student", dropped, route="decode"), route="head")
-            terms["feature_dropout"] = self._pseudo_label_loss(logits, pseudo)
+            terms["feature_dropout"] = self._pseudo_label_loss(logits, pseudo, threshold)
             unsup = 0.5 * unsup + 0.5 * terms["feature_dropout"]
         weight = consistency_weight(context.iteration, s["unsup_weight"], s["rampup_fraction"] * context.total_iterations)
         return {"total": sup + weight * unsup, "sup": sup, **terms}
 
-    def _pseudo_label_loss(self, logits: Tensor, pseudo: Tensor) -> Tensor:
+    def _pseudo_label_loss(self, logits: Tensor, pseudo: Tensor, threshold: float | Tensor) -> Tensor:
         """Confidence-masked CE, plus ``dice_weight`` times the confidence-masked soft Dice, against ``pseudo``."""
         s = self.settings
-        loss = confidence_masked_ce(logits, pseudo, s["threshold"])[0]
+        loss = confidence_masked_ce(logits, pseudo, threshold)[0]
         if s["dice_weight"] > 0:
-            dice = confidence_masked_dice(logits, pseudo, s["threshold"], s["dice_only_confident_classes"])
+            dice = confidence_masked_dice(logits, pseudo, threshold, s["dice_only_confident_classes"])
             loss = loss + s["dice_weight"] * dice
         return loss
