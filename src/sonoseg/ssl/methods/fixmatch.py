@@ -49,11 +49,11 @@ class FixMatch(Method):
         with torch.no_grad():
             pseudo = torch.softmax(self.run("student", weak), 1)
         threshold: float | Tensor = s["threshold"]
+        terms: dict[str, Tensor] = {}
         if s["class_ceiling_threshold"]:
             threshold = class_ceiling_thresholds(pseudo, s["threshold"])
-        terms: dict[str, Tensor] = pseudo_label_shares(pseudo, threshold)
-        if s["class_ceiling_threshold"]:
-            terms.update({f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))})
+            terms = {f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))}
+        terms.update(pseudo_label_shares(pseudo, threshold))
         strong = [
             self._pseudo_label_loss(
                 self.run("student", strong_augment(weak, generator=context.generator)), pseudo, threshold
