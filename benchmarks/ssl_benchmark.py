@@ -6,7 +6,10 @@ Run: ``.venv/bin/python benchmarks/ssl_benchmark.py --dataset psfhs --ratios 0.0
 (``benchmarks/work/<dataset>/``: a copy of ``pyproject.toml`` and ``conf/`` with its own ``data/``, so the
 project's ``data/`` is never touched) and one MLflow run in the project's store, tagged
 ``benchmark=ssl_benchmark``. A finished run is cached as ``benchmarks/results/runs/<key>.json``; cached runs
-are skipped, so the table fills up across sessions. Then the cache is aggregated (also ``--aggregate-only``)
+are skipped, so the table fills up across sessions. A cache key names only the ``--set`` overrides, so each run
+also records the method settings it trained with (``training.method_settings``): a cached run whose settings a
+changed default or ``conf/`` value would now alter stops the benchmark with the differences, and the aggregation
+warns of it. Then the cache is aggregated (also ``--aggregate-only``)
 into ``benchmarks/results/<dataset>_<ratio>.json`` (each method -> its setting with the best mean val Dice:
 ``per_method``), ``benchmarks/results/ssl_benchmark.md`` and the section of ``docs/benchmarks.md`` between
 ``<!-- ssl-benchmark-start -->`` and ``<!-- ssl-benchmark-end -->``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -671,6 +675,45 @@ def replace_docs_section(document: str, section: str) -> str:
     return document.rstrip() + "\n\n" + block + "\n"
 
 
+@functools.lru_cache(maxsize=256)
+def _method_settings_now(conf_source: Path, env: str | None, params_text: str, method: str) -> str:
+    from kedro.config import OmegaConfigLoader
+    from omegaconf import OmegaConf
+
+    from sonoseg.settings import CONFIG_LOADER_ARGS
+    from sonoseg.ssl.base import method_class
+
+    runtime = OmegaConf.to_container(OmegaConf.from_dotlist(params_text.split(","))) if params_text else {}
+    loader = OmegaConfigLoader(str(conf_source), env=env, runtime_params=runtime, **CONFIG_LOADER_ARGS)
+    configured = (loader["parameters"].get("training") or {}).get(method) or {}
+    return json.dumps(method_class(method).resolved_settings(configured))
+
+
+def method_settings_now(conf_source: Path, env: str | None, params: Mapping[str, Any], method: str) -> dict[str, Any]:
+    """The settings ``method`` trains with under ``kedro run --env <env> --params <params>`` with the
+    configuration in ``conf_source`` and the code as they are now (as JSON gives them back). Only the
+    ``training.<method>.*`` params reach them, so runs that differ in nothing else share one configuration load."""
+    own = {key: value for key, value in params.items() if key.startswith(f"training.{method}.")}
+    return json.loads(_method_settings_now(conf_source, env, format_params(own), method))
+
+
+def changed_settings(entry: Mapping[str, Any], conf_source: Path = ROOT / "conf") -> dict[str, tuple[Any, Any]]:
+    """``{setting: (then, now)}`` for each method setting a cached run trained with that a run of its key would
+    now train with otherwise: the key holds only the ``--set`` overrides, so a changed default or configured
+    value goes unseen there. Settings added since keep the earlier behaviour by default and count as unchanged.
+    Runs from before ``method_settings`` was recorded, and tuned runs (the tuned file decides), give ``{}``."""
+    then = (entry.get("training") or {}).get("method_settings")
+    if then is None or entry.get("tuned"):
+        return {}
+    params = {**entry["setting"], **(entry.get("overrides") or {})}
+    now = method_settings_now(conf_source, entry["dataset"], params, entry["method"])
+    return {name: (value, now[name]) for name, value in sorted(then.items()) if name in now and now[name] != value}
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{name} {then!r} then, {now!r} now" for name, (then, now) in changes.items())
+
+
 def load_entries(cache: Path) -> list[dict[str, Any]]:
     entries = []
     for path in sorted(cache.glob("*.json")):
@@ -683,7 +726,13 @@ def load_entries(cache: Path) -> list[dict[str, Any]]:
 
 def write_outputs(results: Path, docs: Path | None, command: str, commit: str) -> None:
     """Aggregate every cache entry into the per-(dataset, ratio) JSON, the markdown and the docs section."""
-    table = aggregate(load_entries(results / "runs"))
+    entries = load_entries(results / "runs")
+    for entry in entries:
+        if changes := changed_settings(entry):
+            logger.warning("%s: trained with %s settings the configuration no longer gives (%s); it stays in the "
+                           "tables until its JSON moves to benchmarks/results/superseded/", entry["key"], entry["method"],
+                           describe_changes(changes))  # fmt: skip
+    table = aggregate(entries)
     results.mkdir(parents=True, exist_ok=True)
     for (dataset, ratio, variant), rows in table.items():
         write_json(results / f"{results_name(dataset, ratio, variant)}.json", per_method(rows))
@@ -762,8 +811,9 @@ def parse_overrides(parser: argparse.ArgumentParser, items: Sequence[str]) -> di
 
 
 def plan_runs(args: argparse.Namespace, dataset: str, variant: str, tuned: Mapping[str, Any], cache: Path) -> list[tuple[float, str, int]]:
-    """The (ratio, method, seed) still to run; cached ones and SSL methods at ratio 1.0 are left out."""
-    plan = []
+    """The (ratio, method, seed) still to run; cached ones and SSL methods at ratio 1.0 are left out. A cached run
+    whose method settings differ from those it would train with now stops the benchmark (see ``changed_settings``)."""
+    plan, stale = [], []
     for ratio in args.ratios:
         for method in args.methods:
             if ratio >= 1.0 and method not in SUPERVISED_ONLY:
@@ -771,10 +821,19 @@ def plan_runs(args: argparse.Namespace, dataset: str, variant: str, tuned: Mappi
                 continue
             for seed in args.seeds:
                 key = run_key(dataset, ratio, method, seed, variant, method in tuned, overrides_for(method, args.overrides))
-                if (cache / f"{key}.json").is_file():
-                    logger.info("%s: cached", key)
-                else:
+                path = cache / f"{key}.json"
+                if not path.is_file():
                     plan.append((ratio, method, seed))
+                elif changes := changed_settings(json.loads(path.read_text())):
+                    stale.append(f"{path}: {describe_changes(changes)}")
+                else:
+                    logger.info("%s: cached", key)
+    if stale:
+        raise SystemExit(
+            "These cached runs trained with method settings that the configuration or code no longer gives, and a "
+            "cache key holds only the --set overrides:\n  " + "\n  ".join(stale) + "\nTo run them again, move their "
+            "JSON to benchmarks/results/superseded/<reason>/; to keep them, give the old values back (--set or conf/)."
+        )  # fmt: skip
     return plan
 
 

@@ -259,3 +259,53 @@ def test_register_best_takes_the_setting_val_selects_unless_the_command_names_on
     assert bench.named_setting("hdc [pix_dice=1.0]", False, {"training.hdc.pix_dice": "1.0"}) == "hdc [pix_dice=1.0]"
     with pytest.raises(bench.RunFailed, match=r"names 'hdc' but --set/--tuned name 'hdc \[pix_dice=1\.0\]'"):
         bench.named_setting("hdc", False, {"training.hdc.pix_dice": "1.0"})
+
+
+def cached_fixmatch(bench, cache, settings, overrides=None):
+    """A seed-0 fixmatch run at psfhs 0.05 in ``cache`` that recorded ``settings`` as its method settings."""
+    params = bench.budget_params("cpu", None, None, None)
+    key = bench.run_key("psfhs", 0.05, "fixmatch", 0, bench.variant_name("cpu", params), False, overrides)
+    run = entry("fixmatch", 0, 0.9) | {"key": key, "setting": params, "overrides": overrides or {}}
+    run["training"]["method_settings"] = settings
+    bench.write_json(cache / f"{key}.json", run)
+    return run
+
+
+def test_a_cached_run_whose_method_settings_changed_since_stops_the_plan_and_names_them(bench, tmp_path):
+    from sonoseg.ssl.base import method_class
+
+    now = method_class("fixmatch").defaults()  # conf/base gives fixmatch no other values
+    args = bench.parse_args(["--ratios", "0.05", "--methods", "fixmatch", "--seeds", "0"])
+    cached_fixmatch(bench, tmp_path, {**now, "retired_setting": 1} | {k: v for k, v in now.items() if k != "dice_weight"})
+    assert bench.plan_runs(args, "psfhs", "cpu-4000it", {}, tmp_path) == []  # one setting gone, one added since
+
+    run = cached_fixmatch(bench, tmp_path, {**now, "threshold": 0.9, "strong_views": 1})
+    with pytest.raises(SystemExit, match=rf"{run['key']}\.json: strong_views 1 then, 2 now, threshold 0\.9 then, 0\.95 now\n"
+                                         r"To run them again, move their JSON to benchmarks/results/superseded/"):
+        bench.plan_runs(args, "psfhs", "cpu-4000it", {}, tmp_path)
+
+    override = {"training.fixmatch.threshold": "0.9", "training.fixmatch.strong_views": "1"}
+    cached_fixmatch(bench, tmp_path, {**now, "threshold": 0.9, "strong_views": 1}, override)
+    args = bench.parse_args(["--ratios", "0.05", "--methods", "fixmatch", "--seeds", "0",
+                             "--set", "training.fixmatch.threshold=0.9", "--set", "training.fixmatch.strong_views=1"])  # fmt: skip
+    assert bench.plan_runs(args, "psfhs", "cpu-4000it", {}, tmp_path) == []  # what it was told to train with
+
+
+def test_changed_settings_read_the_configuration_and_leave_unrecorded_and_tuned_runs_alone(bench, tmp_path, caplog):
+    import shutil
+
+    conf = shutil.copytree(bench.ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (conf / "psfhs" / "parameters_training.yml").write_text("training:\n  fixmatch:\n    unsup_weight: 0.5\n")
+    now = bench.method_settings_now(conf, "psfhs", {}, "fixmatch")
+    assert now["unsup_weight"] == 0.5 and now["threshold"] == 0.95
+
+    run = cached_fixmatch(bench, tmp_path, {**now, "unsup_weight": 1.0})
+    assert bench.changed_settings(run, conf) == {"unsup_weight": (1.0, 0.5)}
+    assert bench.changed_settings(run) == {}  # the project's conf gives 1.0
+    assert bench.changed_settings(run | {"tuned": {"study_name": "s"}}, conf) == {}
+    del run["training"]["method_settings"]
+    assert bench.changed_settings(run, conf) == {}
+
+    stale = cached_fixmatch(bench, tmp_path / "results" / "runs", {**now, "unsup_weight": 0.25})
+    bench.write_outputs(tmp_path / "results", None, "python benchmarks/ssl_benchmark.py", "abc")
+    assert f"{stale['key']}: trained with fixmatch settings the configuration no longer gives (unsup_weight 0.25 then, 1.0 now)" in caplog.text

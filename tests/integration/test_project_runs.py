@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from support.kedro_runs import copy_project
 from support.layouts import write_psfhs
+from support.scripts import BENCHMARKS, load_script
 
 SMALL_SYNTHETIC = (
     "ingestion.synthetic.n_images=40,ingestion.synthetic.generator.size=64,"
@@ -44,7 +45,8 @@ def kedro(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subproces
 
 
 def test_default_kedro_run_produces_data_and_a_tracked_model(project):
-    kedro("run", "--params", SMALL_SYNTHETIC, cwd=project)
+    params = f"{SMALL_SYNTHETIC},training.hdc.pix_dice=0.5"
+    kedro("run", "--params", params, cwd=project)
     manifest = pd.read_parquet(project / "data/02_intermediate/manifest.parquet")
     splits = pd.read_csv(project / "data/03_primary/splits.csv")
     assert len(manifest) == 40 and set(splits["sample_id"]) == set(manifest["sample_id"])
@@ -55,6 +57,10 @@ def test_default_kedro_run_produces_data_and_a_tracked_model(project):
     assert (project / "data/06_models/checkpoints/hdc/best.pt").is_file() and (project / "data/06_models/checkpoints/hdc/last.pt").is_file()
     summary = json.loads((project / "data/08_reporting/training_summary.json").read_text())
     assert summary["method"] == "hdc" and summary["iterations"] == 6
+    # the benchmark's cache resolves the settings a run would train with as this run did
+    bench = load_script(BENCHMARKS / "ssl_benchmark.py")
+    settings_now = bench.method_settings_now(project / "conf", None, dict(p.split("=", 1) for p in params.split(",")), "hdc")
+    assert summary["method_settings"] == settings_now and settings_now["pix_dice"] == 0.5
 
     import mlflow
 

@@ -147,3 +147,10 @@ def test_bad_trainer_settings_name_the_parameter(bad):
 def test_unknown_method_setting_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"training.hdc has unknown settings \['lambda_typo'\]"):
         make_trainer("hdc", tmp_path, settings={"lambda_typo": 1.0})
+
+
+def test_a_method_trains_with_its_inherited_defaults_under_the_configured_settings(tmp_path):
+    trainer = make_trainer("hdc", tmp_path, settings={"threshold": 0.7})
+    expected = {"ema_decay": 0.99, "teacher_norm": "running", "threshold": 0.7, "pix_dice": 0.0}  # EMA's, hdc's, conf's
+    assert trainer.method.settings == trainer.method.resolved_settings({"threshold": 0.7})
+    assert {name: trainer.method.settings[name] for name in expected} == expected

@@ -101,7 +101,7 @@ class Method(ABC):
     uses_all_labels: ClassVar[bool] = False  # the fully supervised upper bound sees every mask
 
     def __init__(self, settings: dict[str, Any], model: dict[str, Any], num_classes: int) -> None:
-        self.settings = {**self.defaults(), **settings}
+        self.settings = self.resolved_settings(settings)
         self.model_options = model
         self.num_classes = num_classes
         self.networks = nn.ModuleDict({role: Routed(net) for role, net in self.build_networks().items()})
@@ -113,6 +113,11 @@ class Method(ABC):
         for klass in reversed(cls.__mro__):
             merged.update(getattr(klass, "DEFAULTS", {}))
         return merged
+
+    @classmethod
+    def resolved_settings(cls, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """The settings an instance trains with: the defaults under the configured ``settings``."""
+        return {**cls.defaults(), **settings}
 
     def network(self, name: str | None = None, **overrides: Any) -> nn.Module:
         """A network from the model factory: the configured one (``training.model``), or another

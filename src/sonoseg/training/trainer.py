@@ -339,6 +339,8 @@ def fit_summary(trainer: Trainer, result: TrainingResult, sets: TrainingSets, se
     """What one ``fit`` reports: the selection on val, speed, memory, the data's sizes and the losses."""
     return {
         "method": trainer.config.method,
+        # the benchmark's cache compares them with today's, since its keys hold only the overrides
+        "method_settings": dict(trainer.method.settings),
         "best_val_dice": result.best_val_dice,
         "best_iteration": result.best_iteration,
         "iterations": result.iterations_done,
