@@ -276,7 +276,7 @@ def test_a_cached_run_whose_method_settings_changed_since_stops_the_plan_and_nam
 
     now = method_class("fixmatch").defaults()  # conf/base gives fixmatch no other values
     args = bench.parse_args(["--ratios", "0.05", "--methods", "fixmatch", "--seeds", "0"])
-    cached_fixmatch(bench, tmp_path, {**now, "retired_setting": 1} | {k: v for k, v in now.items() if k != "dice_weight"})
+    cached_fixmatch(bench, tmp_path, {k: v for k, v in now.items() if k != "dice_weight"} | {"retired_setting": 1})
     assert bench.plan_runs(args, "psfhs", "cpu-4000it", {}, tmp_path) == []  # one setting gone, one added since
 
     run = cached_fixmatch(bench, tmp_path, {**now, "threshold": 0.9, "strong_views": 1})
