@@ -9,7 +9,9 @@ left in ``benchmarks/work/<dataset>/``, and runs each checkpoint's deployed netw
 (eval mode, at its input size). For each predicted class: its share of the pixels, the median and the largest
 top probability on them, the share of them at or above ``--threshold`` (what FixMatch and HDC may pseudo-label),
 the mean absolute input of the 1×1 output head on them, and the head's bias for the class with its softmax. A class whose head
-input is near 0 gets the bias as its logits, so its top probability cannot pass softmax(bias)'s.
+input is near 0 gets the bias as its logits, so its top probability cannot pass softmax(bias)'s. Where every probed image has
+a mask (PSFHS's unlabelled split does), each class's Dice against the masks tells a class the network labels right but
+unsurely from one it does not label.
 """
 
 from __future__ import annotations
@@ -22,31 +24,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
-from sonoseg.evaluation.predict import Predictor
+from sonoseg.evaluation.predict import Predictor, resize_labels
 from sonoseg.io.store import SampleStore
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("confidence_probe")
 
 
-def split_images(work: Path, split: str, count: int, predictor: Predictor) -> torch.Tensor:
-    """``(N, 1, S, S)``: the first ``count`` images of ``split`` in ``work``'s splits, preprocessed as for prediction."""
+def split_images(work: Path, split: str, count: int, predictor: Predictor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(N, 1, S, S)``: the first ``count`` images of ``split`` in ``work``'s splits, preprocessed as for prediction,
+    and their ``(N, S, S)`` masks at that size, or None when any of them has none."""
     splits = pd.read_csv(work / "data/03_primary/splits.csv")
     manifest = pd.read_parquet(work / "data/02_intermediate/manifest.parquet").set_index("sample_id")
     ids = splits.loc[splits["split"] == split, "sample_id"].head(count).tolist()
     if not ids:
         raise ValueError(f"{work / 'data/03_primary/splits.csv'}: no sample in split {split!r}")
     store = SampleStore(work / "data/02_intermediate")
-    return torch.stack([predictor.preprocess(store.load(manifest.loc[i, "image_path"])) for i in ids])
+    images = torch.stack([predictor.preprocess(store.load(manifest.loc[i, "image_path"])) for i in ids])
+    if not manifest.loc[ids, "has_mask"].all():
+        return images, None
+    size = tuple(images.shape[-2:])
+    masks = [resize_labels(store.load(manifest.loc[i, "mask_path"]), size) for i in ids]
+    return images, torch.from_numpy(np.stack(masks)).long()
 
 
 @torch.no_grad()
-def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: float) -> list[dict[str, Any]]:
+def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: float,
+                     masks: torch.Tensor | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Per predicted class: pixel share, median and largest top probability, share at ``threshold`` or above,
-    mean absolute head input, head bias and its softmax (those three None when the network has no ``head`` convolution)."""
+    mean absolute head input, head bias and its softmax (those three None when the network has no ``head`` convolution),
+    and the Dice of the class's pixels against ``masks`` over all the images (None without masks, or when neither has the class)."""
     network.eval()
     head = getattr(network, "head", None)
     captured: dict[str, torch.Tensor] = {}
@@ -64,6 +75,8 @@ def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: 
     for c in range(probs.shape[1]):
         chosen = label == c
         found = bool(chosen.any())
+        true = masks == c if masks is not None else None
+        both = int(chosen.sum()) + int(true.sum()) if true is not None else 0
         rows.append({
             "class": c,
             "pixel_share": float(chosen.float().mean()),
@@ -73,6 +86,7 @@ def class_confidence(network: torch.nn.Module, images: torch.Tensor, threshold: 
             "mean_abs_head_input": float(head_input[chosen].mean()) if found and head_input is not None else None,
             "head_bias": float(bias[c]) if bias is not None else None,
             "softmax_of_bias": float(bias_softmax[c]) if bias is not None else None,
+            "dice_against_mask": 2 * float((chosen & true).sum()) / both if both else None,
         })  # fmt: skip
     return rows
 
@@ -84,13 +98,13 @@ def markdown(command: str, threshold: float, results: Sequence[dict[str, Any]], 
     lines = [
         "# Confidence probe", "", f"`{command}`", "",
         "Per class predicted on the images; top p is the largest class probability of a pixel.", "",
-        f"| checkpoint | class | pixel share | median top p | max top p | share ≥ {threshold} | mean abs head input | head bias | softmax(bias) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| checkpoint | class | pixel share | median top p | max top p | share ≥ {threshold} | mean abs head input | head bias | softmax(bias) | Dice against mask |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for result in results:
         for row in result["classes"]:
             name = classes.get(str(row["class"]), str(row["class"]))
-            values = [row[k] for k in ("pixel_share", "median_top_probability", "max_top_probability", "share_at_threshold", "mean_abs_head_input", "head_bias", "softmax_of_bias")]
+            values = [row[k] for k in ("pixel_share", "median_top_probability", "max_top_probability", "share_at_threshold", "mean_abs_head_input", "head_bias", "softmax_of_bias", "dice_against_mask")]
             lines.append(f"| {result['checkpoint']} | {name} | " + " | ".join(cell(v) for v in values) + " |")
     return "\n".join(lines) + "\n"
 
@@ -113,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = []
     for path in args.checkpoint:
         predictor = Predictor.from_checkpoint(path)
-        images = split_images(work, args.split, args.images, predictor)
+        images, masks = split_images(work, args.split, args.images, predictor)
         shown = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
-        results.append({"checkpoint": shown, "classes": class_confidence(predictor.network, images, args.threshold)})
+        results.append({"checkpoint": shown, "classes": class_confidence(predictor.network, images, args.threshold, masks)})
         logger.info("%s: %s", shown, [(r["class"], r["max_top_probability"]) for r in results[-1]["classes"]])
     command = "benchmarks/confidence_probe.py " + " ".join(argv if argv is not None else sys.argv[1:])
     report = {"command": command, "dataset": args.dataset, "split": args.split, "images": args.images,

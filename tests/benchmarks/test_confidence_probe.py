@@ -49,6 +49,14 @@ def test_class_confidence_by_hand_a_class_with_no_head_input_is_capped_at_softma
     assert second["mean_abs_head_input"] == 0.0 and second["head_bias"] == pytest.approx(math.log(3.0))
     assert second["softmax_of_bias"] == pytest.approx(0.6) and first["softmax_of_bias"] == pytest.approx(0.2)
     assert first["pixel_share"] == 0.0 and first["max_top_probability"] is None and first["head_bias"] == 0.0
+    assert all(row["dice_against_mask"] is None for row in rows)
+
+
+def test_class_confidence_scores_each_class_against_the_masks_by_hand(probe):
+    # predicted (class 2, background) against the mask (2, 2): class 2 Dice 2 * 1 / (1 + 2), background 0, class 1 in neither
+    images = torch.tensor([[[[0.0, 5.0]], [[0.0, 0.0]]]])
+    rows = probe.class_confidence(TwoFeatureNet(), images, threshold=0.95, masks=torch.tensor([[[2, 2]]]))
+    assert [row["dice_against_mask"] for row in rows] == pytest.approx([0.0, None, 2 / 3])
 
 
 def test_the_command_probes_a_saved_checkpoint_on_the_work_directory_split(probe, tmp_path):
@@ -73,6 +81,7 @@ def test_the_command_probes_a_saved_checkpoint_on_the_work_directory_split(probe
     rows = report["results"][0]["classes"]
     assert report["split"] == "labelled" and report["images"] == 2 and len(rows) == 3
     assert sum(row["pixel_share"] for row in rows) == pytest.approx(1.0)
+    assert all(row["dice_against_mask"] is not None for row in rows if row["pixel_share"] > 0)  # the synthetic images have masks
     assert "| fh |" in (out / "tiny.md").read_text()
     with pytest.raises(ValueError, match="no sample in split 'missing'"):
         probe.main(["--dataset", "synthetic", "--workdir", str(tmp_path / "work"), "--split", "missing",

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from sonoseg.ssl.losses import (
     class_ceiling_thresholds,
+    class_share_thresholds,
     confidence_masked_ce,
     confidence_masked_dice,
     correlation_guidance_kl,
@@ -342,6 +343,29 @@ def test_softmax_mse_by_hand_and_detaches_teacher() -> None:
     assert loss.item() == pytest.approx(1 / 16, abs=1e-7)  # both entries differ by 1/4
     loss.backward()
     assert a.grad is not None and b.grad is None
+
+
+def test_class_share_thresholds_let_each_class_keep_its_surest_pixels_by_hand() -> None:
+    # background at 0.99 and 0.9; class 1 labelled right but unsure, at 0.72, 0.6 and 0.5; class 2 nowhere
+    teacher = maps((0.99, 0.005, 0.005), (0.9, 0.05, 0.05), (0.2, 0.72, 0.08), (0.35, 0.6, 0.05), (0.45, 0.5, 0.05))
+    teacher.requires_grad_()
+    half = class_share_thresholds(teacher, 0.95, 0.5)
+    # the top ceil(0.5 * 2) = 1 background pixel is already over 0.95; the top ceil(0.5 * 3) = 2 of class 1 set its bar
+    assert half.tolist() == pytest.approx([0.95, 0.6, 0.95])
+    assert not half.requires_grad
+    shares = pseudo_label_shares(teacher, half)
+    assert shares["confident_share"].item() == pytest.approx(3 / 5) and shares["pseudo_class1_share"].item() == pytest.approx(2 / 5)
+    assert class_share_thresholds(teacher, 0.95, 1.0).tolist() == pytest.approx([0.9, 0.5, 0.95])
+    assert class_share_thresholds(teacher, 0.95, 0.0).tolist() == pytest.approx([0.95, 0.95, 0.95])
+    # under the ceiling's bars (0.95 x 0.99, 0.95 x 0.72), class 1 still keeps its top two
+    ceiling = class_ceiling_thresholds(teacher, 0.95)
+    assert class_share_thresholds(teacher, ceiling, 0.5).tolist() == pytest.approx([0.95 * 0.99, 0.6, 0.95])
+
+
+@pytest.mark.parametrize("keep_share", [-0.1, 1.5])
+def test_class_share_thresholds_refuse_a_share_outside_0_to_1(keep_share: float) -> None:
+    with pytest.raises(ValueError, match="keep_share must be in"):
+        class_share_thresholds(maps((0.9, 0.05, 0.05)), 0.95, keep_share)
 
 
 def test_class_ceiling_thresholds_scale_each_class_by_its_top_confidence_by_hand() -> None:

@@ -157,6 +157,16 @@ def test_fixmatch_class_ceiling_threshold_teaches_from_a_network_that_is_never_s
         assert 0 < scaled[f"threshold_class{c}"] < 0.95
 
 
+def test_fixmatch_class_keep_share_teaches_at_least_that_share_of_each_class_of_a_network_that_is_never_sure():
+    fixed = method_losses("fixmatch", {})
+    kept = method_losses("fixmatch", {"class_keep_share": 0.5})
+    assert torch.equal(kept["sup"], fixed["sup"])
+    # half of each class's pixels, at least, pass its bar: half of all pixels
+    assert kept["confident_share"] >= 0.5 and kept["strong"] > 0 and kept["feature_dropout"] > 0
+    for c in (1, 2):
+        assert 0 < kept[f"threshold_class{c}"] < 0.95
+
+
 @pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])
 def test_pseudo_label_methods_report_what_their_pseudo_labels_teach(name, module, monkeypatch):
     everything = method_losses(name, {"threshold": 0.0})

@@ -3,7 +3,9 @@ labels for ``strong_views`` photometric strong views, and (UniMatch) for a featu
 Each view learns them by a confidence-masked CE plus ``dice_weight`` times a confidence-masked soft
 Dice (DESIGN.md §4: "CE/Dice"); with the CE alone, background pixels outweigh the pubic symphysis.
 ``class_ceiling_threshold`` scales the threshold per class by the class's confidence ceiling in the
-batch, so a class whose confidence the network caps below it is still pseudo-labelled."""
+batch, so a class whose confidence the network caps below it is still pseudo-labelled; ``class_keep_share``
+lowers each class's threshold, where needed, to let that share of the class's own pixels through (CBST), so a
+class the network labels right but unsurely is still taught."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.losses import (
     class_ceiling_thresholds,
+    class_share_thresholds,
     confidence_masked_ce,
     confidence_masked_dice,
     pseudo_label_shares,
@@ -35,6 +38,7 @@ class FixMatch(Method):
         "dice_only_confident_classes": False,
         "rampup_fraction": 0.0,
         "class_ceiling_threshold": False,
+        "class_keep_share": 0.0,
     }
 
     def build_networks(self) -> dict[str, nn.Module]:
@@ -49,10 +53,11 @@ class FixMatch(Method):
         with torch.no_grad():
             pseudo = torch.softmax(self.run("student", weak), 1)
         threshold: float | Tensor = s["threshold"]
-        terms: dict[str, Tensor] = {}
         if s["class_ceiling_threshold"]:
-            threshold = class_ceiling_thresholds(pseudo, s["threshold"])
-            terms = {f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))}
+            threshold = class_ceiling_thresholds(pseudo, threshold)
+        if s["class_keep_share"] > 0:
+            threshold = class_share_thresholds(pseudo, threshold, s["class_keep_share"])
+        terms = {f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))} if isinstance(threshold, Tensor) else {}
         terms.update(pseudo_label_shares(pseudo, threshold))
         strong = [
             self._pseudo_label_loss(
