@@ -20,6 +20,7 @@ from sonoseg.ssl.losses import (
     info_nce,
     pairwise_similarity_distillation,
     pseudo_label_shares,
+    pseudo_label_threshold,
     sdm_ground_truth,
     soft_dice_loss,
     softmax_mse,
@@ -360,6 +361,21 @@ def test_class_share_thresholds_let_each_class_keep_its_surest_pixels_by_hand() 
     # under the ceiling's bars (0.95 x 0.99, 0.95 x 0.72), class 1 still keeps its top two
     ceiling = class_ceiling_thresholds(teacher, 0.95)
     assert class_share_thresholds(teacher, ceiling, 0.5).tolist() == pytest.approx([0.95 * 0.99, 0.6, 0.95])
+
+
+def test_pseudo_label_threshold_composes_the_ceiling_and_the_keep_share_and_the_shares_report_its_bars() -> None:
+    # the teacher of the test above: class 1 labelled right but unsure (0.72, 0.6, 0.5)
+    teacher = maps((0.99, 0.005, 0.005), (0.9, 0.05, 0.05), (0.2, 0.72, 0.08), (0.35, 0.6, 0.05), (0.45, 0.5, 0.05))
+    assert pseudo_label_threshold(teacher, 0.95) == 0.95
+    assert "threshold_class1" not in pseudo_label_shares(teacher, 0.95)
+    ceiling = pseudo_label_threshold(teacher, 0.95, class_ceiling=True)
+    assert ceiling.tolist() == pytest.approx([0.95 * 0.99, 0.95 * 0.72, 0.95])
+    assert pseudo_label_threshold(teacher, 0.95, keep_share=0.5).tolist() == pytest.approx([0.95, 0.6, 0.95])
+    both = pseudo_label_threshold(teacher, 0.95, class_ceiling=True, keep_share=0.5)
+    assert both.tolist() == pytest.approx([0.95 * 0.99, 0.6, 0.95])
+    shares = pseudo_label_shares(teacher, both)
+    assert shares["threshold_class1"].item() == pytest.approx(0.6) and shares["threshold_class2"].item() == pytest.approx(0.95)
+    assert "threshold_class0" not in shares  # background's bar is the rest's, not logged
 
 
 @pytest.mark.parametrize("keep_share", [-0.1, 1.5])

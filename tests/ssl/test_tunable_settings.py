@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sonoseg.models import DualDecoderNet
-from sonoseg.ssl.base import Batch, StepContext, build_method
+from sonoseg.ssl.base import Batch, StepContext, build_method, method_class
 from sonoseg.ssl.methods import fixmatch as fixmatch_module
 from sonoseg.ssl.methods import hdc as hdc_module
 from sonoseg.ssl.noise import make_perturbation
@@ -146,25 +146,34 @@ def test_fixmatch_rampup_scales_the_pseudo_label_terms_and_leaves_them_whole_at_
     assert torch.allclose(ramped["total"], flat["sup"] + math.exp(-5 * (1 - 5 / 8) ** 2) * unsup)
 
 
-def test_fixmatch_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure():
-    # an untrained network is nowhere near 0.95 sure, so the fixed threshold teaches nothing
-    fixed = method_losses("fixmatch", {})
-    assert fixed["confident_share"] == 0 and fixed["strong"] == 0 and "threshold_class1" not in fixed
-    scaled = method_losses("fixmatch", {"class_ceiling_threshold": True})
+PSEUDO_LABEL_TERM = [("fixmatch", "strong"), ("hdc", "pix")]  # each method's loss term on its pseudo-labels
+
+
+@pytest.mark.parametrize("name, pseudo_label_term", PSEUDO_LABEL_TERM)
+def test_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure(name, pseudo_label_term):
+    # an untrained network is never as sure of class 1 as the fixed threshold, so it teaches none of it
+    threshold = method_class(name).DEFAULTS["threshold"]
+    fixed = method_losses(name, {})
+    assert fixed["pseudo_class1_share"] == 0 and "threshold_class1" not in fixed
+    scaled = method_losses(name, {"class_ceiling_threshold": True})
     assert torch.equal(scaled["sup"], fixed["sup"])
-    assert 0 < scaled["confident_share"] < 1 and scaled["strong"] > 0 and scaled["feature_dropout"] > 0
+    assert fixed["confident_share"] < scaled["confident_share"] < 1 and scaled["pseudo_class1_share"] > 0
+    assert scaled[pseudo_label_term] > fixed[pseudo_label_term]
     for c in (1, 2):
-        assert 0 < scaled[f"threshold_class{c}"] < 0.95
+        assert 0 < scaled[f"threshold_class{c}"] < threshold
 
 
-def test_fixmatch_class_keep_share_teaches_at_least_that_share_of_each_class_of_a_network_that_is_never_sure():
-    fixed = method_losses("fixmatch", {})
-    kept = method_losses("fixmatch", {"class_keep_share": 0.5})
+@pytest.mark.parametrize("name, pseudo_label_term", PSEUDO_LABEL_TERM)
+def test_class_keep_share_teaches_at_least_that_share_of_each_class_of_a_network_that_is_never_sure(name, pseudo_label_term):
+    threshold = method_class(name).DEFAULTS["threshold"]
+    fixed = method_losses(name, {})
+    kept = method_losses(name, {"class_keep_share": 0.5})
     assert torch.equal(kept["sup"], fixed["sup"])
     # half of each class's pixels, at least, pass its bar: half of all pixels
-    assert kept["confident_share"] >= 0.5 and kept["strong"] > 0 and kept["feature_dropout"] > 0
+    assert kept["confident_share"] >= 0.5 and kept["pseudo_class1_share"] > 0
+    assert kept[pseudo_label_term] > fixed[pseudo_label_term]
     for c in (1, 2):
-        assert 0 < kept[f"threshold_class{c}"] < 0.95
+        assert 0 < kept[f"threshold_class{c}"] < threshold
 
 
 @pytest.mark.parametrize("name, module", [("fixmatch", fixmatch_module), ("hdc", hdc_module)])

@@ -25,6 +25,7 @@ __all__ = [
     "info_nce",
     "pairwise_similarity_distillation",
     "pseudo_label_shares",
+    "pseudo_label_threshold",
     "sdm_ground_truth",
     "soft_dice_loss",
     "softmax_mse",
@@ -164,6 +165,26 @@ def class_share_thresholds(teacher_probs: Tensor, threshold: float | Tensor, kee
     return bars
 
 
+def pseudo_label_threshold(
+    teacher_probs: Tensor, threshold: float, class_ceiling: bool = False, keep_share: float = 0.0
+) -> float | Tensor:
+    """The confidence threshold of a pseudo-label method's masked losses, from its settings.
+
+    ``threshold`` as it is; with ``class_ceiling``, one per class scaled by the class's ceiling
+    (:func:`class_ceiling_thresholds`); with ``keep_share`` > 0, each class's bar then lowered, where
+    needed, to keep that share of the class's surest pixels (:func:`class_share_thresholds`).
+
+    Returns:
+        ``threshold`` (a float) when both are off, else a detached ``(C,)`` float32 tensor.
+    """
+    bars: float | Tensor = threshold
+    if class_ceiling:
+        bars = class_ceiling_thresholds(teacher_probs, threshold)
+    if keep_share > 0:
+        bars = class_share_thresholds(teacher_probs, bars, keep_share)
+    return bars
+
+
 def pseudo_label_shares(teacher_probs: Tensor, threshold: float | Tensor) -> dict[str, Tensor]:
     """Diagnostics, not losses: what a confidence-masked pseudo-label loss learns from.
 
@@ -171,7 +192,8 @@ def pseudo_label_shares(teacher_probs: Tensor, threshold: float | Tensor) -> dic
     class's, for per-class thresholds);
     ``pseudo_class<c>_share`` is the share of pixels confidently pseudo-labelled as foreground class ``c``
     (background, class 0, is the rest). Logged over training, a falling class share is self-training
-    shrinking that structure, which a val Dice shows only at the next validation.
+    shrinking that structure, which a val Dice shows only at the next validation. Per-class thresholds
+    add ``threshold_class<c>``, each foreground class's bar.
 
     Returns:
         detached 0-d float32 tensors, named as above.
@@ -180,6 +202,8 @@ def pseudo_label_shares(teacher_probs: Tensor, threshold: float | Tensor) -> dic
     shares = {"confident_share": mask.mean()}
     for c in range(1, teacher_probs.shape[1]):
         shares[f"pseudo_class{c}_share"] = (mask * (pseudo == c)).mean()
+        if isinstance(threshold, Tensor):
+            shares[f"threshold_class{c}"] = threshold[c]
     return shares
 
 

@@ -16,11 +16,10 @@ from torch import Tensor, nn
 from sonoseg.ssl.augment import strong_augment, weak_augment
 from sonoseg.ssl.base import Batch, Method, StepContext, register_method
 from sonoseg.ssl.losses import (
-    class_ceiling_thresholds,
-    class_share_thresholds,
     confidence_masked_ce,
     confidence_masked_dice,
     pseudo_label_shares,
+    pseudo_label_threshold,
 )
 from sonoseg.ssl.ramps import consistency_weight
 
@@ -52,13 +51,8 @@ class FixMatch(Method):
         weak, _ = weak_augment(unlabelled.images, None, generator=context.generator)
         with torch.no_grad():
             pseudo = torch.softmax(self.run("student", weak), 1)
-        threshold: float | Tensor = s["threshold"]
-        if s["class_ceiling_threshold"]:
-            threshold = class_ceiling_thresholds(pseudo, threshold)
-        if s["class_keep_share"] > 0:
-            threshold = class_share_thresholds(pseudo, threshold, s["class_keep_share"])
-        terms = {f"threshold_class{c}": threshold[c] for c in range(1, len(threshold))} if isinstance(threshold, Tensor) else {}
-        terms.update(pseudo_label_shares(pseudo, threshold))
+        threshold = pseudo_label_threshold(pseudo, s["threshold"], s["class_ceiling_threshold"], s["class_keep_share"])
+        terms = pseudo_label_shares(pseudo, threshold)
         strong = [
             self._pseudo_label_loss(
                 self.run("student", strong_augment(weak, generator=context.generator)), pseudo, threshold

@@ -6,7 +6,8 @@ Gaussian noise, ``input_noise_sigma``; 0 turns it off), and a feature perturbati
 decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction found through the
 noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
 decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all
-pixels, or per pseudo-class with ``pix_average: class``; plus a masked soft Dice when ``pix_dice`` > 0);
+pixels, or per pseudo-class with ``pix_average: class``; plus a masked soft Dice when ``pix_dice`` > 0;
+the teacher's confidence threshold is fixmatch's, per class with ``class_ceiling_threshold`` or ``class_keep_share``);
 correlation guidance (the student's feature affinity map, through a fixed random projection, follows
 the teacher's); and IIC mutual information between the two decoders. ``teacher_norm`` (see
 ``EmaTeacherMethod``) picks the statistics the teacher's BatchNorm normalises with.
@@ -26,6 +27,7 @@ from sonoseg.ssl.losses import (
     correlation_guidance_kl,
     iic_mutual_information,
     pseudo_label_shares,
+    pseudo_label_threshold,
     supervised_loss,
 )
 from sonoseg.ssl.noise import gaussian_input_noise, make_perturbation
@@ -38,6 +40,8 @@ class HierarchicalDistillation(EmaTeacherMethod):
     DEFAULTS = {
         "ema_decay": 0.99,
         "threshold": 0.8,
+        "class_ceiling_threshold": False,  # as fixmatch's: per-class thresholds, scaled by each class's ceiling
+        "class_keep_share": 0.0,  # as fixmatch's: each class's bar lowered to keep that share of its pixels
         "pix_average": "all",  # all | class: see confidence_masked_ce; class keeps a small structure from shrinking
         "pix_dice": 0.0,  # weight of a confidence-masked soft Dice term added to L_pix (0: the CE alone)
         "w_max": 1.0,
@@ -99,16 +103,17 @@ class HierarchicalDistillation(EmaTeacherMethod):
         main, noisy, features = self.run("student", torch.cat([labelled.images, strong]), route="forward_dual")
         sup = supervised_loss(main[:n], labelled.masks) + supervised_loss(noisy[:n], labelled.masks)
         main, noisy = main[n:], noisy[n:]
-        pix = sum(confidence_masked_ce(logits, teacher_probs, s["threshold"], s["pix_average"])[0] for logits in (main, noisy))
+        threshold = pseudo_label_threshold(teacher_probs, s["threshold"], s["class_ceiling_threshold"], s["class_keep_share"])
+        pix = sum(confidence_masked_ce(logits, teacher_probs, threshold, s["pix_average"])[0] for logits in (main, noisy))
         if s["pix_dice"] > 0:
-            pix = pix + s["pix_dice"] * sum(confidence_masked_dice(logits, teacher_probs, s["threshold"]) for logits in (main, noisy))
+            pix = pix + s["pix_dice"] * sum(confidence_masked_dice(logits, teacher_probs, threshold) for logits in (main, noisy))
         cg = correlation_guidance_kl(
             self.run("projector", features[-1][n:]), teacher_proj, s["cg_positions"], s["cg_temperature"], context.generator
         )
         mi = iic_mutual_information(torch.softmax(main.float(), 1), torch.softmax(noisy.float(), 1))
         weight = consistency_weight(context.iteration, s["w_max"], s["rampup_fraction"] * context.total_iterations)
         unsup = s["lambda_pix"] * pix + s["lambda_cg"] * cg + s["lambda_mi"] * mi
-        shares = pseudo_label_shares(teacher_probs, s["threshold"])
+        shares = pseudo_label_shares(teacher_probs, threshold)
         return {"total": sup + weight * unsup, "sup": sup, "pix": pix, "cg": cg, "mi": mi, **shares}
 
     def after_step(self, context: StepContext) -> None:
