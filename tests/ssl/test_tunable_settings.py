@@ -146,11 +146,11 @@ def test_fixmatch_rampup_scales_the_pseudo_label_terms_and_leaves_them_whole_at_
     assert torch.allclose(ramped["total"], flat["sup"] + math.exp(-5 * (1 - 5 / 8) ** 2) * unsup)
 
 
-PSEUDO_LABEL_TERM = [("fixmatch", "strong"), ("hdc", "pix")]  # each method's loss term on its pseudo-labels
+PSEUDO_LABEL_TERMS = [("fixmatch", ("strong", "feature_dropout")), ("hdc", ("pix",))]  # each method's loss terms on its pseudo-labels
 
 
-@pytest.mark.parametrize("name, pseudo_label_term", PSEUDO_LABEL_TERM)
-def test_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure(name, pseudo_label_term):
+@pytest.mark.parametrize("name, pseudo_label_terms", PSEUDO_LABEL_TERMS)
+def test_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure(name, pseudo_label_terms):
     # an untrained network is never as sure of class 1 as the fixed threshold, so it teaches none of it
     threshold = method_class(name).DEFAULTS["threshold"]
     fixed = method_losses(name, {})
@@ -158,20 +158,20 @@ def test_class_ceiling_threshold_teaches_from_a_network_that_is_never_sure(name,
     scaled = method_losses(name, {"class_ceiling_threshold": True})
     assert torch.equal(scaled["sup"], fixed["sup"])
     assert fixed["confident_share"] < scaled["confident_share"] < 1 and scaled["pseudo_class1_share"] > 0
-    assert scaled[pseudo_label_term] > fixed[pseudo_label_term]
+    assert all(scaled[term] > fixed[term] for term in pseudo_label_terms)
     for c in (1, 2):
         assert 0 < scaled[f"threshold_class{c}"] < threshold
 
 
-@pytest.mark.parametrize("name, pseudo_label_term", PSEUDO_LABEL_TERM)
-def test_class_keep_share_teaches_at_least_that_share_of_each_class_of_a_network_that_is_never_sure(name, pseudo_label_term):
+@pytest.mark.parametrize("name, pseudo_label_terms", PSEUDO_LABEL_TERMS)
+def test_class_keep_share_teaches_at_least_that_share_of_each_class_of_a_network_that_is_never_sure(name, pseudo_label_terms):
     threshold = method_class(name).DEFAULTS["threshold"]
     fixed = method_losses(name, {})
     kept = method_losses(name, {"class_keep_share": 0.5})
     assert torch.equal(kept["sup"], fixed["sup"])
     # half of each class's pixels, at least, pass its bar: half of all pixels
     assert kept["confident_share"] >= 0.5 and kept["pseudo_class1_share"] > 0
-    assert kept[pseudo_label_term] > fixed[pseudo_label_term]
+    assert all(kept[term] > fixed[term] for term in pseudo_label_terms)
     for c in (1, 2):
         assert 0 < kept[f"threshold_class{c}"] < threshold
 
