@@ -7,7 +7,8 @@ decoder (uniform noise, Dropout2d, attention-guided dropout or a VAT direction f
 noisy decoder; ``perturbation_strength`` is its amplitude, p or ε). Losses: supervised on both
 decoders; confidence-masked CE of both decoders against the teacher's argmax (averaged over all
 pixels, or per pseudo-class with ``pix_average: class``; plus a masked soft Dice when ``pix_dice`` > 0;
-the teacher's confidence threshold is fixmatch's, per class with ``class_ceiling_threshold`` or ``class_keep_share``);
+the teacher's confidence threshold is hdc's own ``threshold``, made per class as fixmatch's is, with
+``class_ceiling_threshold`` or ``class_keep_share``);
 correlation guidance (the student's feature affinity map, through a fixed random projection, follows
 the teacher's); and IIC mutual information between the two decoders. ``teacher_norm`` (see
 ``EmaTeacherMethod``) picks the statistics the teacher's BatchNorm normalises with.
