@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 
 import pytest
@@ -231,6 +232,19 @@ def test_registry_inputs_name_every_missing_file_and_return_the_reports_when_all
     (tmp_path / "data/06_models/hdc/best.pt").unlink()
     with pytest.raises(bench.RunFailed, match=r"best\.pt is not here"):
         bench.registry_inputs(tmp_path, run)
+
+
+def test_rerun_drift_names_the_dice_values_a_retrain_did_not_reproduce(bench, tmp_path):
+    run = entry("hdc", 1, 0.92)
+    run["metrics"]["dice_mean"] = 0.9024
+    summary, metrics = tmp_path / "training_summary.json", tmp_path / "metrics.json"
+    summary.write_text(json.dumps({"best_val_dice": 0.92}))
+    metrics.write_text(json.dumps({"dice_mean": 0.9024}))
+    assert bench.rerun_drift([summary, metrics], run) == {}  # the same run, reproduced bit for bit
+    metrics.write_text(json.dumps({"dice_mean": 0.9031}))
+    assert bench.rerun_drift([summary, metrics], run) == {"dice_mean": {"cached": 0.9024, "registered": 0.9031}}
+    summary.write_text(json.dumps({}))
+    assert bench.rerun_drift([summary, metrics], run)["best_val_dice"] == {"cached": 0.92, "registered": None}
 
 
 def test_register_best_takes_the_setting_val_selects_unless_the_command_names_one(bench):
