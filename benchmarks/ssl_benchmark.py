@@ -468,6 +468,37 @@ def _ratio(value: float | None, baseline: float | None) -> float | None:
     return value / baseline if value is not None and baseline else None
 
 
+def _timed_whole(entry: Mapping[str, Any]) -> bool:
+    """Whether a run's time covers its whole run here: a resumed run has no whole-run time, and one trained on
+    another machine (device_runs.py) no comparable one."""
+    return not entry.get("resumed") and not entry.get("trained_on")
+
+
+def _machine(entry: Mapping[str, Any]) -> str | None:
+    return (entry.get("host") or {}).get("boot_id")
+
+
+def machine_baselines(supervised: Mapping[int, Mapping[str, Any]]) -> dict[str, float]:
+    """Boot id -> the mean seconds per iteration of the timed ``supervised`` runs on that machine."""
+    per_machine: dict[str, list[float]] = defaultdict(list)
+    for entry in supervised.values():
+        seconds = (entry.get("training") or {}).get("seconds_per_iteration")
+        if _machine(entry) and _timed_whole(entry) and seconds is not None:
+            per_machine[_machine(entry)].append(seconds)
+    return {machine: sum(values) / len(values) for machine, values in per_machine.items()}
+
+
+def time_ratios(runs: Mapping[int, Mapping[str, Any]], baselines: Mapping[str, float]) -> dict[int, float]:
+    """Seed -> its seconds per iteration over supervised's on the same machine. Two machines of one CPU model can
+    differ in speed, so a seed without a supervised run on its machine (or without a recorded machine) has none."""
+    ratios = {}
+    for seed, entry in runs.items():
+        seconds = (entry.get("training") or {}).get("seconds_per_iteration")
+        if _machine(entry) in baselines and _timed_whole(entry) and seconds is not None:
+            ratios[seed] = seconds / baselines[_machine(entry)]
+    return dict(sorted(ratios.items()))
+
+
 def method_label(entry: Mapping[str, Any]) -> str:
     """The row of a run: its method, ``+tuned`` when it trained with tuned params, then its ``--set`` overrides
     (``training.<method>.`` left out), e.g. ``hdc [pix_average=class]``."""
@@ -481,7 +512,9 @@ def aggregate(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str]
     """Cache entries -> {(dataset, ratio key, variant): {method label: test-split means over seeds, ...}}.
 
     Speed and memory are ratios to ``supervised`` (untuned) of the same dataset, ratio and variant; None when
-    that is missing. Resumed runs and runs trained on another machine do not count towards time and memory.
+    that is missing. Speed compares each seed with supervised on its own machine (``time_ratios``) and averages
+    those ratios; memory compares the means over all timed runs, as peak RSS does not follow the machine's speed.
+    Resumed runs and runs trained on another machine do not count towards time and memory.
     """
     groups: dict[tuple[str, str, str], dict[str, dict[int, Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(dict))
     for entry in entries:
@@ -491,8 +524,11 @@ def aggregate(entries: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, str]
     for group, methods in sorted(groups.items()):
         rows = {label: _summarise(runs) for label, runs in methods.items()}
         base = rows.get("supervised")
-        for row in rows.values():
-            row["seconds_per_iter_ratio"] = _ratio(row["seconds_per_iteration"], base and base["seconds_per_iteration"])
+        baselines = machine_baselines(methods.get("supervised", {}))
+        for label, row in rows.items():
+            ratios = time_ratios(methods[label], baselines)
+            row["seconds_per_iter_ratio"] = _mean(list(ratios.values()))
+            row["seconds_per_iter_ratio_seeds"] = list(ratios)
             memory = "peak_gpu_mb" if row["peak_gpu_mb"] is not None and base and base["peak_gpu_mb"] else "peak_rss_mb"
             row["peak_memory_ratio"] = _ratio(row[memory], base and base[memory])
             row["peak_memory_measure"] = memory
@@ -518,8 +554,7 @@ def _summarise(runs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     classes = dict.fromkeys(match.group(1) for m in metrics for k in m if (match := re.fullmatch(r"dice_(.+)_mean", k)))
     row["per_class"] = {cls: {metric: _over_seeds([m.get(f"{metric}_{cls}_mean") for m in metrics])
                               for metric in CLASS_METRICS} for cls in classes}  # fmt: skip
-    # a resumed run has no whole-run time, and one trained on another machine (device_runs.py) no comparable one
-    measured = [t for s, t in zip(seeds, training) if not runs[s].get("resumed") and not runs[s].get("trained_on")]
+    measured = [t for s, t in zip(seeds, training) if _timed_whole(runs[s])]
     row["seconds_per_iteration"] = _mean([t.get("seconds_per_iteration") for t in measured])
     row["peak_rss_mb"] = _mean([t.get("peak_rss_mb") for t in measured])
     row["peak_gpu_mb"] = _mean([t.get("peak_gpu_mb") for t in measured])
@@ -588,17 +623,28 @@ def _plain(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _seed_list(seeds: Sequence[int]) -> str:
+    """``seed 4`` or ``seeds 0, 1, 2``."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _time_cell(row: Mapping[str, Any]) -> str:
+    """``4.71``, or ``4.71 (seeds 3, 4)`` when only those seeds had a supervised run on their machine."""
+    seeds = row["seconds_per_iter_ratio_seeds"]
+    return _plain(row["seconds_per_iter_ratio"]) + (f" ({_seed_list(seeds)})" if seeds and seeds != row["seeds"] else "")
+
+
 def _selection(method: str, row: Mapping[str, Any]) -> str:
     """``hdc → `hdc [pix_dice=1.0]` (seeds 0, 1, 2: 0.8900; `hdc` 0.8700; `hdc [x=1]` 0.9100 on seed 1 only, too few
     seeds to compete)``: a method's setting chosen on val."""
     seeds = row["selection_seeds"]
-    compared = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else "no shared seed, so each on its own"
+    compared = _seed_list(seeds) if seeds else "no shared seed, so each on its own"
     values = row["val_dice_by_setting"]
     others = []
     for label, other in row["other_settings"].items():
         own = other["seeds"]
         too_few = "" if label in row["compared_settings"] else (
-            f" on seed{'s' if len(own) > 1 else ''} {', '.join(map(str, own))} only, too few seeds to compete")
+            f" on {_seed_list(own)} only, too few seeds to compete")
         others.append(f"`{label}` {_plain(values[label], 4)}{too_few}")
     return f"{method} → `{row['settings']}` ({compared}: {_plain(values[row['settings']], 4)}{''.join('; ' + o for o in others)})"
 
@@ -617,9 +663,12 @@ def render_markdown(
         "on another machine, on the same leak-aware split per label ratio "
         "(split seed 0), with model selection on val (best val Dice checkpoint) and the test split scored once. "
         "Values are test-split means over seeds ± their sample std (n − 1; none with one seed). Distances are in "
-        "the unit of the `unit` line. Time/iter and memory are ratios to `supervised` at the same ratio and budget; "
-        "time/iter includes validation, and memory is the peak RSS of the whole `kedro run` process on the CPU "
-        "(imports included, so it understates the differences) and peak CUDA memory on a GPU.", "",
+        "the unit of the `unit` line. Time/iter and memory are ratios to `supervised` at the same ratio and budget. "
+        "Time/iter includes validation; each seed is divided by the `supervised` runs of its own machine (same boot "
+        "id, recorded with each run since 2026-11-30), as machines of one CPU model differ in speed, and the cell "
+        "averages those ratios, naming its seeds when not all of them have one. Memory is the peak RSS of the whole "
+        "`kedro run` process on the CPU (imports included, so it understates the differences) and peak CUDA memory "
+        "on a GPU, compared over all runs: it does not follow the machine's speed.", "",
     ]  # fmt: skip
     if not table:
         lines += ["No run is cached yet.", ""]
@@ -649,7 +698,7 @@ def render_markdown(
             cells = [_cell(row, k, digits[k]) for _, k in columns]
             labelled = "/".join(str(n) for n in row["n_labelled"]) or "–"
             lines.append(f"| {label}{' (dirty tree)' if row['git_dirty'] else ''} | {len(row['seeds'])} | {labelled} | "
-                         + " | ".join(cells) + f" | {_plain(row['seconds_per_iter_ratio'])} | {_plain(row['peak_memory_ratio'])} |")  # fmt: skip
+                         + " | ".join(cells) + f" | {_time_cell(row)} | {_plain(row['peak_memory_ratio'])} |")  # fmt: skip
         picks = [_selection(method, row) for method, row in per_method(rows).items() if row["other_settings"] or row["settings"] != method]
         if picks:
             lines += ["", f"In `{results_name(dataset, ratio, variant)}.json` each method is its setting with the best mean "

@@ -14,7 +14,8 @@ def bench():
     return load_script(BENCHMARKS / "ssl_benchmark.py")
 
 
-def entry(method, seed, dice, *, ratio=0.05, spi=0.1, rss=1000.0, resumed=False, variant="cpu-4000it", tuned=None):
+def entry(method, seed, dice, *, ratio=0.05, spi=0.1, rss=1000.0, resumed=False, variant="cpu-4000it", tuned=None,
+          machine="m1"):
     """A cache entry as run_one writes it, with the fields aggregation reads."""
     metrics = {
         "dice_pubic_symphysis_mean": dice - 0.05, "dice_fetal_head_mean": dice + 0.05, "dice_union_mean": dice + 0.02,
@@ -30,6 +31,7 @@ def entry(method, seed, dice, *, ratio=0.05, spi=0.1, rss=1000.0, resumed=False,
         "training": {"seconds_per_iteration": spi, "peak_rss_mb": rss, "peak_gpu_mb": None, "best_val_dice": dice,
                      "n_labelled": 43},
         "benchmark_command": "python benchmarks/ssl_benchmark.py --seeds 0,1,2",
+        "host": {"cpu": "AMD EPYC", "logical_cpus": 2, "boot_id": machine} if machine else None,
     }  # fmt: skip
 
 
@@ -53,6 +55,29 @@ def test_means_and_std_over_seeds_and_ratios_to_supervised(bench):
     assert hdc["peak_memory_ratio"] == pytest.approx(1.5)
     assert rows["supervised"]["seconds_per_iter_ratio"] == pytest.approx(1.0)
     assert (hdc["budget"], hdc["iterations"], hdc["git_commit"]) == ("cpu", 4000, "abc")
+
+
+def test_time_ratios_divide_each_seed_by_supervised_on_its_own_machine(bench):
+    # supervised: 0.1 s on the fast machine, 0.2 s on the slow one; hdc is 3x supervised on both
+    entries = [entry("supervised", 0, 0.88, spi=0.1, machine="fast"),
+               entry("supervised", 1, 0.89, spi=0.2, machine="slow"), entry("supervised", 2, 0.90, spi=0.1, machine=None),
+               entry("hdc", 0, 0.91, spi=0.3, machine="fast"), entry("hdc", 1, 0.92, spi=0.6, machine="slow"),
+               entry("hdc", 2, 0.93, spi=0.9, machine="third"), entry("hdc", 3, 0.94, spi=0.3, machine=None),
+               entry("cps", 0, 0.90, spi=1.0, machine="third")]  # fmt: skip
+    rows = bench.aggregate(entries)[("psfhs", "0.05", "cpu-4000it")]
+
+    # pooled means would give 0.525 / 0.1333 = 3.94; seeds 2 and 3 have no supervised run on a recorded machine of theirs
+    assert rows["hdc"]["seconds_per_iter_ratio"] == pytest.approx(3.0)
+    assert rows["hdc"]["seconds_per_iter_ratio_seeds"] == [0, 1]
+    assert rows["supervised"]["seconds_per_iter_ratio"] == pytest.approx(1.0)
+    assert rows["supervised"]["seconds_per_iter_ratio_seeds"] == [0, 1]  # the unrecorded seed 2 has no machine
+    assert rows["cps"]["seconds_per_iter_ratio"] is None and rows["cps"]["seconds_per_iter_ratio_seeds"] == []
+    assert rows["hdc"]["peak_memory_ratio"] == pytest.approx(1.0)  # memory still compares all runs
+
+    markdown = bench.render_markdown({("psfhs", "0.05", "cpu-4000it"): rows}, "python benchmarks/ssl_benchmark.py", "abc")
+    assert "| 3.00 (seeds 0, 1) | 1.00 |" in markdown
+    cps_line = next(line for line in markdown.splitlines() if line.startswith("| cps | 1 | 43 |"))
+    assert cps_line.endswith("| – | 1.00 |")
 
 
 def test_missing_supervised_gives_null_ratios_and_one_seed_no_std(bench):
