@@ -33,6 +33,7 @@ import platform
 import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -474,6 +475,11 @@ def _timed_whole(entry: Mapping[str, Any]) -> bool:
     return not entry.get("resumed") and not entry.get("trained_on")
 
 
+def _timed_seconds(entry: Mapping[str, Any]) -> float | None:
+    """A run's seconds per iteration when its whole run was timed, else None."""
+    return (entry.get("training") or {}).get("seconds_per_iteration") if _timed_whole(entry) else None
+
+
 def _machine(entry: Mapping[str, Any]) -> str | None:
     return (entry.get("host") or {}).get("boot_id")
 
@@ -482,21 +488,16 @@ def machine_baselines(supervised: Mapping[int, Mapping[str, Any]]) -> dict[str, 
     """Boot id -> the mean seconds per iteration of the timed ``supervised`` runs on that machine."""
     per_machine: dict[str, list[float]] = defaultdict(list)
     for entry in supervised.values():
-        seconds = (entry.get("training") or {}).get("seconds_per_iteration")
-        if _machine(entry) and _timed_whole(entry) and seconds is not None:
+        if _machine(entry) and (seconds := _timed_seconds(entry)) is not None:
             per_machine[_machine(entry)].append(seconds)
-    return {machine: sum(values) / len(values) for machine, values in per_machine.items()}
+    return {machine: statistics.fmean(values) for machine, values in per_machine.items()}
 
 
 def time_ratios(runs: Mapping[int, Mapping[str, Any]], baselines: Mapping[str, float]) -> dict[int, float]:
     """Seed -> its seconds per iteration over supervised's on the same machine. Two machines of one CPU model can
     differ in speed, so a seed without a supervised run on its machine (or without a recorded machine) has none."""
-    ratios = {}
-    for seed, entry in runs.items():
-        seconds = (entry.get("training") or {}).get("seconds_per_iteration")
-        if _machine(entry) in baselines and _timed_whole(entry) and seconds is not None:
-            ratios[seed] = seconds / baselines[_machine(entry)]
-    return dict(sorted(ratios.items()))
+    return {seed: seconds / baselines[_machine(entry)] for seed, entry in sorted(runs.items())
+            if _machine(entry) in baselines and (seconds := _timed_seconds(entry)) is not None}  # fmt: skip
 
 
 def method_label(entry: Mapping[str, Any]) -> str:
